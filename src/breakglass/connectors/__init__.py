@@ -32,18 +32,15 @@ __all__ = [
 
 
 @cache
-def _registry() -> dict[str, type[Connector]]:
-    found: dict[str, type[Connector]] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+def connector_types() -> list[str]:
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+@cache
+def connector_class(type_name: str) -> type[Connector] | None:
+    """Load the connector registered under ``type_name`` (only that one)."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=type_name):
         cls = ep.load()
         if isinstance(cls, type) and issubclass(cls, Connector):
-            found[ep.name] = cls
-    return found
-
-
-def connector_types() -> list[str]:
-    return sorted(_registry())
-
-
-def connector_class(type_name: str) -> type[Connector] | None:
-    return _registry().get(type_name)
+            return cls
+    return None

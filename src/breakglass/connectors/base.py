@@ -110,6 +110,13 @@ class Connector(abc.ABC):
     def list_managed(self) -> list[str]:
         """Every target-side reference that carries the broker's marker."""
 
+    def planned_ref(self, grant_id: str) -> str | None:
+        """The target-side reference a grant will get, when it is known before minting.
+
+        Lets startup recovery find a credential minted just before a crash."""
+        del grant_id
+        return None
+
     def inventory(self) -> list[StandingPrivilege]:
         """Standing privileges found on the target (superusers, ``+@all`` users,
         long-lived keys), whether or not the broker made them. Default: none known."""

@@ -1,0 +1,186 @@
+"""The HTTP API (FastAPI), versioned under ``/v1``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import text
+
+from breakglass import __version__
+from breakglass.api import problems
+from breakglass.api.schemas import (
+    Credentials,
+    Decision,
+    DevLogin,
+    EventOut,
+    NewRequest,
+    RequestOut,
+    Revocation,
+    TokenOut,
+)
+from breakglass.bootstrap import Container
+from breakglass.domain.durations import parse_duration
+from breakglass.domain.errors import NotFound, Unauthenticated
+from breakglass.domain.model import Principal
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def container(request: Request) -> Container:
+    found: Container = request.app.state.container
+    return found
+
+
+ContainerDep = Annotated[Container, Depends(container)]
+
+
+def current_principal(
+    c: ContainerDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if creds is None or not creds.credentials:
+        raise Unauthenticated("a bearer token is required (breakglass login)",
+                              rule="identity.token_missing")
+    try:
+        return c.authenticator.authenticate(creds.credentials)
+    except Unauthenticated as exc:
+        c.record_auth_refusal(exc)
+        raise
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+v1 = APIRouter(prefix="/v1")
+
+
+@v1.post("/requests", status_code=201, response_model=RequestOut)
+def create_request(body: NewRequest, who: CurrentPrincipal, c: ContainerDep) -> RequestOut:
+    ttl = parse_duration(body.ttl) if body.ttl is not None else None
+    view = c.broker.request_access(
+        who, body.roles, incident=body.incident, reason=body.reason, ttl=ttl,
+        justification=body.justification, runbook=body.runbook,
+    )
+    return RequestOut.of(view)
+
+
+@v1.get("/requests", response_model=list[RequestOut])
+def list_requests(
+    who: CurrentPrincipal,
+    c: ContainerDep,
+    state: Annotated[str | None, Query(max_length=20)] = None,
+    incident: Annotated[str | None, Query(max_length=200)] = None,
+    mine: bool = False,
+) -> list[RequestOut]:
+    views = c.broker.list(state=state, incident=incident, requester=who.name if mine else None)
+    return [RequestOut.of(v) for v in views]
+
+
+@v1.get("/requests/{request_id}", response_model=RequestOut)
+def show_request(request_id: str, who: CurrentPrincipal, c: ContainerDep) -> RequestOut:
+    del who
+    return RequestOut.of(c.broker.view(request_id))
+
+
+@v1.post("/requests/{request_id}/approvals", response_model=RequestOut)
+def approve(request_id: str, body: Decision, who: CurrentPrincipal, c: ContainerDep) -> RequestOut:
+    return RequestOut.of(c.broker.approve(who, request_id, body.comment))
+
+
+@v1.post("/requests/{request_id}/denials", response_model=RequestOut)
+def deny(request_id: str, body: Decision, who: CurrentPrincipal, c: ContainerDep) -> RequestOut:
+    return RequestOut.of(c.broker.deny(who, request_id, body.comment))
+
+
+@v1.post("/requests/{request_id}/cancellation", response_model=RequestOut)
+def cancel(request_id: str, body: Decision, who: CurrentPrincipal, c: ContainerDep) -> RequestOut:
+    return RequestOut.of(c.broker.cancel(who, request_id, body.comment))
+
+
+@v1.post("/requests/{request_id}/revocations", response_model=RequestOut)
+def revoke(
+    request_id: str, body: Revocation, who: CurrentPrincipal, c: ContainerDep
+) -> RequestOut:
+    return RequestOut.of(c.broker.revoke(who, request_id, body.reason))
+
+
+@v1.post("/requests/{request_id}/credentials", response_model=Credentials)
+def credentials(
+    request_id: str, who: CurrentPrincipal, c: ContainerDep, response: Response
+) -> Credentials:
+    found = c.broker.credentials(who, request_id)
+    response.headers["Cache-Control"] = "no-store"
+    view = c.broker.view(request_id)
+    return Credentials(request_id=request_id, expires_at=view.request.expires_at,
+                       credentials=found)
+
+
+@v1.get("/incidents/{incident}/timeline", response_model=list[EventOut])
+def timeline(incident: str, who: CurrentPrincipal, c: ContainerDep) -> list[EventOut]:
+    del who
+    return [EventOut.of(e) for e in c.broker.timeline(incident)]
+
+
+@v1.get("/catalog")
+def catalog(who: CurrentPrincipal, c: ContainerDep) -> dict[str, Any]:
+    del who
+    cat = c.loaded.catalog
+    return {
+        "organization": cat.organization,
+        "reason_codes": cat.reason_codes,
+        "incident_pattern": cat.incident.id_pattern,
+        "zones": {z: {"description": v.description,
+                      "default_ttl": int(v.default_ttl.total_seconds()),
+                      "max_ttl": int(v.max_ttl.total_seconds()), "approvals": v.approvals}
+                  for z, v in cat.zones.items()},
+        "roles": {n: {"zone": r.zone, "target": r.target, "description": r.description,
+                      "environment": cat.targets[r.target].environment}
+                  for n, r in cat.roles.items()},
+        "runbooks": {k: {"title": v.title, "roles": v.roles} for k, v in cat.runbooks.items()},
+    }
+
+
+@v1.post("/dev/token", response_model=TokenOut)
+def dev_token(body: DevLogin, c: ContainerDep) -> TokenOut:
+    """Local tokens for the catalog's directory; exists only on a ``--dev`` server."""
+    if c.dev_issuer is None:
+        raise NotFound("dev login is only available on a server started with --dev",
+                       rule="identity.dev_disabled")
+    token, ttl = c.dev_login(body.username)
+    return TokenOut(access_token=token, expires_in=ttl)
+
+
+def create_app(c: Container) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        del app
+        c.start_background()
+        try:
+            yield
+        finally:
+            c.stop_background()
+
+    app = FastAPI(title="breakglass", version=__version__, lifespan=lifespan,
+                  description="Emergency access broker for cloud AI operations")
+    app.state.container = c
+    problems.install(app)
+    app.include_router(v1)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz(response: Response) -> dict[str, str]:
+        try:
+            with c.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - any database failure means not ready
+            response.status_code = 503
+            return {"status": "database unavailable"}
+        return {"status": "ready"}
+
+    return app

@@ -1,0 +1,87 @@
+"""Canonical JSON (RFC 8785, the JSON Canonicalization Scheme) for audit leaves.
+
+The leaf of an audit event is the canonical JSON of its mapping, so the same
+event hashes to the same bytes in every process and every language that
+implements JCS. Only the JSON an event needs is admitted: ``str``, ``int``
+within ±(2**53 - 1) (the integers a JCS number represents exactly), ``bool``,
+``None``, ``list``/``tuple`` and ``dict`` with ``str`` keys. Floats are
+refused: their text form is where implementations disagree, and an audit
+event has no need of them.
+
+For these types JCS is exactly Python's ``json.dumps`` with sorted keys,
+compact separators and raw UTF-8, with one exception: JCS orders keys by
+UTF-16 code units and Python by code points, which differ only for keys
+holding characters beyond the Basic Multilingual Plane. Objects with such
+keys take a slower exact path. The C encoder keeps verification of a million
+events within the S7 budget; the ``rfc8785`` package is the reference the
+tests compare against.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from breakglass.domain.errors import AuditError
+
+MAX_SAFE_INTEGER = 2**53 - 1
+
+_encode = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+).encode
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The RFC 8785 canonical UTF-8 bytes of ``obj``; ``AuditError`` if not representable."""
+    if isinstance(obj, Mapping) and not isinstance(obj, dict):
+        obj = dict(obj)
+    text = _encode(obj) if _fast_path_ok(obj) else _slow(obj)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise AuditError("audit event holds a lone surrogate: not valid Unicode") from exc
+
+
+def _fast_path_ok(obj: Any) -> bool:
+    """Check that ``obj`` is admitted; False when a key needs UTF-16 ordering."""
+    if isinstance(obj, str) or obj is None or isinstance(obj, bool):
+        return True
+    if isinstance(obj, int):
+        if -MAX_SAFE_INTEGER <= obj <= MAX_SAFE_INTEGER:
+            return True
+        raise AuditError(f"integer {obj} is outside the range JSON numbers hold exactly")
+    if isinstance(obj, dict):
+        ok = True
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise AuditError(f"audit object key {key!r} is not a string")
+            if not key.isascii() and any(ord(c) > 0xFFFF for c in key):
+                ok = False
+            if not _fast_path_ok(value):
+                ok = False
+        return ok
+    if isinstance(obj, list | tuple):
+        ok = True
+        for value in obj:
+            if not _fast_path_ok(value):
+                ok = False
+        return ok
+    if isinstance(obj, float):
+        raise AuditError("floats are not allowed in audit events: use an integer or a string")
+    raise AuditError(f"type {type(obj).__name__} is not allowed in audit events")
+
+
+def _utf16_key(key: str) -> bytes:
+    return key.encode("utf-16-be", "surrogatepass")
+
+
+def _slow(obj: Any) -> str:
+    """Exact JCS for objects whose keys need UTF-16 ordering (already validated)."""
+    if isinstance(obj, dict):
+        items = sorted(obj.items(), key=lambda kv: _utf16_key(kv[0]))
+        inner = ",".join(f"{_encode(k)}:{_slow(v)}" for k, v in items)
+        return "{" + inner + "}"
+    if isinstance(obj, list | tuple):
+        return "[" + ",".join(_slow(v) for v in obj) + "]"
+    return _encode(obj)

@@ -1,0 +1,144 @@
+"""The one place where breakglass is wired together."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import structlog
+from sqlalchemy import Engine
+
+from breakglass.catalog.loader import LoadedCatalog, load_catalog
+from breakglass.connectors import Connector, connector_class
+from breakglass.domain.errors import CatalogError, Unauthenticated
+from breakglass.domain.events import EventTag
+from breakglass.domain.policy import Denied
+from breakglass.identity.devissuer import DevIssuer
+from breakglass.identity.jwks import JwksCache
+from breakglass.identity.oidc import TokenVerifier
+from breakglass.service.broker import Broker
+from breakglass.service.expiry import ExpiryLoop
+from breakglass.service.ports import Clock, SecretBox, SystemClock
+from breakglass.settings import Settings
+from breakglass.storage.migrate import upgrade
+from breakglass.storage.uow import UnitOfWork, make_engine
+
+log = structlog.get_logger("breakglass")
+
+DEV_TOKEN_TTL = timedelta(hours=12)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    loaded: LoadedCatalog
+    engine: Engine
+    broker: Broker
+    authenticator: TokenVerifier
+    clock: Clock
+    dev_issuer: DevIssuer | None = None
+    connectors: dict[str, Connector] = field(default_factory=dict)
+    expiry: ExpiryLoop | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def dev_login(self, username: str) -> tuple[str, int]:
+        """Issue a dev token for a directory user (``serve --dev`` only)."""
+        assert self.dev_issuer is not None
+        catalog = self.loaded.catalog
+        entry = catalog.directory.get(username)
+        shared = {s.lower() for s in catalog.identity.shared_accounts}
+        if username.lower() in shared:
+            self.broker.refuse_action(None, Denied("identity.shared_account",
+                                                    f"'{username}' is a shared account"))
+        if entry is None:
+            self.broker.refuse_action(None, Denied("identity.unknown_user",
+                                                    f"'{username}' is not in the directory"))
+        token = self.dev_issuer.issue(username, entry.model_dump(), self.clock.now(),
+                                      DEV_TOKEN_TTL)
+        with UnitOfWork(self.engine) as uow:
+            uow.events.append(ts=self.clock.now(), actor=username, action=EventTag.LOGIN,
+                              payload={"method": "dev"})
+        return token, int(DEV_TOKEN_TTL.total_seconds())
+
+    def record_auth_refusal(self, exc: Unauthenticated) -> None:
+        with UnitOfWork(self.engine) as uow:
+            uow.events.append(ts=self.clock.now(), actor="anonymous", action=EventTag.AUTH_REFUSED,
+                              outcome="denied", rule=exc.rule, reason=exc.message)
+
+    def start_background(self) -> None:
+        with self._lock:
+            if self.settings.run_expiry and self.expiry is None:
+                self.broker.recover()
+                self.expiry = ExpiryLoop(self.broker, self.clock, self.settings.expiry_interval)
+                self.expiry.start()
+
+    def stop_background(self) -> None:
+        with self._lock:
+            if self.expiry is not None:
+                self.expiry.stop()
+                self.expiry = None
+            for connector in self.connectors.values():
+                connector.close()
+
+
+def build_connectors(loaded: LoadedCatalog) -> dict[str, Connector]:
+    found: dict[str, Connector] = {}
+    for name, target in loaded.catalog.targets.items():
+        cls = connector_class(target.type)
+        if cls is None:
+            raise CatalogError(loaded.source, [f"targets.{name}.type: unknown connector"])
+        found[name] = cls(name, target.connector_config())
+    return found
+
+
+def _secret_box(settings: Settings) -> SecretBox:
+    if settings.secret_key is not None:
+        return SecretBox(settings.secret_key)
+    # --dev only: a key kept next to the database, created once with 0600.
+    path = settings.state_dir / "secret.key"
+    if not path.exists():
+        settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(SecretBox.new_key())
+    return SecretBox(Path(path).read_bytes().strip())
+
+
+def _authenticator(
+    loaded: LoadedCatalog, clock: Clock, dev_issuer: DevIssuer | None
+) -> TokenVerifier:
+    identity = loaded.catalog.identity
+    if dev_issuer is not None:
+        return dev_issuer.verifier(clock=clock.now, mfa_amr_any_of=identity.mfa.amr_any_of)
+    if not identity.issuer:
+        raise CatalogError(loaded.source, ["identity.issuer: required unless serving with --dev"])
+    keys = JwksCache(identity.issuer, httpx.Client(timeout=5))
+    return TokenVerifier(identity.issuer, identity.audience, key_source=keys,
+                         groups_claim=identity.groups_claim,
+                         mfa_amr_any_of=identity.mfa.amr_any_of, clock=clock.now)
+
+
+def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> Container:
+    clock = clock or SystemClock()
+    loaded = load_catalog(settings.catalog)
+    if settings.db_url.startswith("sqlite:///"):
+        Path(settings.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url)
+    if migrate:
+        upgrade(engine)
+    connectors = build_connectors(loaded)
+    broker = Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine), connectors=connectors,
+                    clock=clock, secrets_box=_secret_box(settings))
+    identity = loaded.catalog.identity
+    dev_issuer = (
+        DevIssuer(audience=identity.audience, groups_claim=identity.groups_claim)
+        if settings.dev
+        else None
+    )
+    return Container(settings=settings, loaded=loaded, engine=engine, broker=broker,
+                     authenticator=_authenticator(loaded, clock, dev_issuer), clock=clock,
+                     dev_issuer=dev_issuer, connectors=connectors)

@@ -1,0 +1,224 @@
+"""Load, expand and validate a catalog file into the domain's :class:`Policy`.
+
+Every problem is reported at once, as ``file: path: reason`` lines, and an
+invalid catalog never loads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from breakglass.catalog.schema import Catalog
+from breakglass.connectors import connector_class, connector_types
+from breakglass.domain.errors import CatalogError
+from breakglass.domain.model import Policy, RoleDef, Runbook, Zone, ZonePolicy
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedCatalog:
+    source: str
+    catalog: Catalog
+    policy: Policy
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys instead of keeping the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node))  # type: ignore[no-untyped-call]
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,  # type: ignore[arg-type]
+)
+
+
+def _expand(value: Any, path: str, env: Mapping[str, str], missing: list[str]) -> Any:
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            missing.append(f"{path}: environment variable {name} is not set")
+            return match.group(0)
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{path}.{k}" if path else str(k), env, missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{path}[{i}]", env, missing) for i, v in enumerate(value)]
+    return value
+
+
+def load_catalog(
+    path: str | Path, env: Mapping[str, str] | None = None, *, require_env: bool = True
+) -> LoadedCatalog:
+    """Read a catalog file; raise :class:`CatalogError` listing every problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError(source, [f"cannot read: {exc.strerror}"]) from exc
+    return parse_catalog(text, source, env if env is not None else os.environ, require_env)
+
+
+def parse_catalog(
+    text: str, source: str, env: Mapping[str, str], require_env: bool = True
+) -> LoadedCatalog:
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise CatalogError(source, [f"{where}{problem}"]) from exc
+    if not isinstance(raw, dict):
+        raise CatalogError(source, ["the catalog must be a mapping"])
+    missing: list[str] = []
+    expanded = _expand(raw, "", env, missing)
+    errors = list(missing) if require_env else []
+    try:
+        catalog = Catalog.model_validate(expanded)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top)"
+            errors.append(f"{loc}: {err['msg']}")
+        raise CatalogError(source, errors) from exc
+    errors.extend(cross_check(catalog))
+    if errors:
+        raise CatalogError(source, errors)
+    return LoadedCatalog(source=source, catalog=catalog, policy=to_policy(catalog))
+
+
+def cross_check(catalog: Catalog) -> list[str]:
+    """Rules that span sections: references exist, runbooks stay out of zone C, ..."""
+    errors: list[str] = []
+    for zone in ("A", "B", "C"):
+        if zone not in catalog.zones:
+            errors.append(f"zones.{zone}: missing")
+    for name, target in catalog.targets.items():
+        cls = connector_class(target.type)
+        if cls is None:
+            errors.append(
+                f"targets.{name}.type: unknown connector '{target.type}' "
+                f"(known: {', '.join(connector_types())})"
+            )
+            continue
+        errors.extend(f"targets.{name}: {e}" for e in cls.validate_config(target.connector_config()))
+    for name, role in catalog.roles.items():
+        target = catalog.targets.get(role.target)
+        if target is None:
+            errors.append(f"roles.{name}.target: unknown target '{role.target}'")
+            continue
+        if role.max_ttl is not None and role.zone in catalog.zones:
+            if role.max_ttl > catalog.zones[role.zone].max_ttl:
+                errors.append(
+                    f"roles.{name}.max_ttl: longer than zone {role.zone}'s max_ttl "
+                    "(a role may only tighten it)"
+                )
+        cls = connector_class(target.type)
+        if cls is not None:
+            grant = dict(role.grant)
+            errors.extend(f"roles.{name}.grant: {e}" for e in cls.validate_grant(grant))
+            if role.zone != "C" and any(
+                grant.get(flag) for flag in ("allow_dangerous", "allow_identity_changes")
+            ):
+                errors.append(
+                    f"roles.{name}.grant: dangerous or identity-changing grants are zone C only"
+                )
+    for rb_id, runbook in catalog.runbooks.items():
+        for role_name in runbook.roles:
+            role_cfg = catalog.roles.get(role_name)
+            if role_cfg is None:
+                errors.append(f"runbooks.{rb_id}.roles: unknown role '{role_name}'")
+            elif role_cfg.zone == "C":
+                errors.append(
+                    f"runbooks.{rb_id}.roles: '{role_name}' is zone C; runbooks never cover zone C"
+                )
+        for code in runbook.auto_approve.reason_codes:
+            if code not in catalog.reason_codes:
+                errors.append(f"runbooks.{rb_id}.auto_approve.reason_codes: unknown '{code}'")
+    for name, workload in catalog.workloads.items():
+        if workload.target not in catalog.targets:
+            errors.append(f"workloads.{name}.target: unknown target '{workload.target}'")
+    for user in catalog.directory:
+        if user.lower() in {s.lower() for s in catalog.identity.shared_accounts}:
+            errors.append(f"directory.{user}: listed as a shared account")
+    return errors
+
+
+def to_policy(catalog: Catalog) -> Policy:
+    zones = {
+        Zone(z): ZonePolicy(
+            zone=Zone(z),
+            description=c.description,
+            default_ttl=c.default_ttl,
+            max_ttl=c.max_ttl,
+            approvals=c.approvals,
+            self_approval=c.self_approval,
+            approvers_outside_team=c.approvers_outside_team,
+            extension_approvals=c.extension_approvals,
+            require_mfa=c.require_mfa,
+            max_total=c.max_total or 2 * c.max_ttl,
+        )
+        for z, c in catalog.zones.items()
+    }
+    roles = {
+        name: RoleDef(
+            name=name,
+            zone=Zone(r.zone),
+            target=r.target,
+            environment=catalog.targets[r.target].environment,
+            requesters=tuple(r.requesters),
+            grant=dict(r.grant),
+            max_ttl=r.max_ttl,
+            description=r.description,
+        )
+        for name, r in catalog.roles.items()
+    }
+    runbooks = {
+        rb_id: Runbook(
+            id=rb_id,
+            title=rb.title,
+            roles=tuple(rb.roles),
+            reason_codes=tuple(rb.auto_approve.reason_codes),
+            requesters=tuple(rb.auto_approve.requesters),
+        )
+        for rb_id, rb in catalog.runbooks.items()
+    }
+    return Policy(
+        organization=catalog.organization,
+        incident_pattern=catalog.incident.id_pattern,
+        reason_codes=tuple(catalog.reason_codes),
+        zones=zones,
+        roles=roles,
+        approvers={Zone(z): tuple(s) for z, s in catalog.approvers.items()},
+        shared_accounts=frozenset(s.lower() for s in catalog.identity.shared_accounts),
+        mfa_max_age=catalog.identity.mfa.max_age,
+        runbooks=runbooks,
+        pending_timeout=catalog.pending_timeout,
+    )

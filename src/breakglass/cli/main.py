@@ -1,0 +1,262 @@
+"""``breakglass``: the command line. A client of the HTTP API, except the admin verbs."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from breakglass.cli import render
+from breakglass.cli.client import ApiClient, clear_token, save_token
+from breakglass.domain import errors
+from breakglass.domain.durations import parse_duration
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Emergency (break-glass) access broker for cloud AI operations.")
+db_app = typer.Typer(no_args_is_help=True, help="Database administration.")
+app.add_typer(db_app, name="db")
+
+Server = Annotated[str | None, typer.Option("--server", envvar="BREAKGLASS_SERVER",
+                                            help="Broker URL [default: http://127.0.0.1:8080]")]
+Json = Annotated[bool, typer.Option("--json", help="Print data as JSON.")]
+
+EXIT_CODES: list[tuple[type[errors.BreakglassError], int]] = [
+    (errors.PolicyRefused, 3),
+    (errors.NotFound, 4),
+    (errors.InvalidInput, 2),
+    (errors.CatalogError, 2),
+]
+
+
+def _duration(text: str) -> int:
+    try:
+        return int(parse_duration(text).total_seconds())
+    except errors.InvalidInput as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command()
+def login(
+    server: Server = None,
+    dev: Annotated[str | None, typer.Option("--dev", help="Dev user (only a --dev server).")]
+    = None,
+) -> None:
+    """Log in and store a token under your config dir."""
+    client = ApiClient(server, token="")
+    if dev is None:
+        from breakglass.cli.oidc_login import oidc_login
+
+        token = oidc_login(client)
+    else:
+        token = client.call("POST", "/v1/dev/token", {"username": dev})
+    path = save_token(client.server, token)
+    render.out.print(f"logged in to {client.server}; token stored in {path}")
+
+
+@app.command()
+def logout() -> None:
+    """Remove the stored token."""
+    render.out.print("logged out" if clear_token() else "no stored token")
+
+
+@app.command()
+def request(
+    roles: Annotated[list[str], typer.Argument(help="Role names from the catalog.")],
+    incident: Annotated[str, typer.Option("--incident", help="Incident or change ID.")],
+    reason: Annotated[str, typer.Option("--reason", help="Reason code.")],
+    ttl: Annotated[str | None, typer.Option("--ttl", help="e.g. 15m; zone default if unset.")]
+    = None,
+    justification: Annotated[str, typer.Option("--justification")] = "",
+    runbook: Annotated[str | None, typer.Option("--runbook", help="Pre-approved runbook ID.")]
+    = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until approved or ended.")] = False,
+    server: Server = None,
+    as_json: Json = False,
+) -> None:
+    """Ask for emergency access."""
+    if ttl is not None:
+        _duration(ttl)
+    client = ApiClient(server)
+    body: dict[str, Any] = {"roles": roles, "incident": incident, "reason": reason,
+                            "ttl": ttl, "justification": justification, "runbook": runbook}
+    data = client.call("POST", "/v1/requests", body)
+    while wait and data["state"] == "pending":
+        time.sleep(2)
+        data = client.call("GET", f"/v1/requests/{data['id']}")
+    _show(data, as_json)
+    if not as_json and data["state"] == "active":
+        render.out.print(f"next: breakglass creds {data['id']}")
+
+
+@app.command()
+def approve(request_id: str, comment: Annotated[str, typer.Option("--comment")] = "",
+            server: Server = None, as_json: Json = False) -> None:
+    """Approve a pending request."""
+    _show(ApiClient(server).call("POST", f"/v1/requests/{request_id}/approvals",
+                                 {"comment": comment}), as_json)
+
+
+@app.command()
+def deny(request_id: str, comment: Annotated[str, typer.Option("--comment")],
+         server: Server = None, as_json: Json = False) -> None:
+    """Deny a pending request."""
+    _show(ApiClient(server).call("POST", f"/v1/requests/{request_id}/denials",
+                                 {"comment": comment}), as_json)
+
+
+@app.command()
+def cancel(request_id: str, server: Server = None, as_json: Json = False) -> None:
+    """Withdraw your own pending request."""
+    _show(ApiClient(server).call("POST", f"/v1/requests/{request_id}/cancellation", {}), as_json)
+
+
+@app.command()
+def revoke(request_id: str, reason: Annotated[str, typer.Option("--reason")] = "",
+           server: Server = None, as_json: Json = False) -> None:
+    """End active access now."""
+    _show(ApiClient(server).call("POST", f"/v1/requests/{request_id}/revocations",
+                                 {"reason": reason}), as_json)
+
+
+@app.command("list")
+def list_requests(
+    state: Annotated[str | None, typer.Option("--state")] = None,
+    incident: Annotated[str | None, typer.Option("--incident")] = None,
+    mine: Annotated[bool, typer.Option("--mine")] = False,
+    server: Server = None,
+    as_json: Json = False,
+) -> None:
+    """List requests."""
+    params = {k: v for k, v in {"state": state, "incident": incident}.items() if v}
+    if mine:
+        params["mine"] = "true"
+    rows = ApiClient(server).call("GET", "/v1/requests", params=params)
+    if as_json:
+        render.emit_json(rows)
+    else:
+        render.request_table(rows)
+
+
+@app.command()
+def show(request_id: str, server: Server = None, as_json: Json = False) -> None:
+    """Show one request."""
+    _show(ApiClient(server).call("GET", f"/v1/requests/{request_id}"), as_json)
+
+
+@app.command()
+def creds(
+    request_id: str,
+    fmt: Annotated[str, typer.Option("--format", help="env or json")] = "env",
+    server: Server = None,
+) -> None:
+    """Print the minted credentials. They are shown once per grant."""
+    if fmt not in ("env", "json"):
+        raise typer.BadParameter("--format must be env or json")
+    data = ApiClient(server).call("POST", f"/v1/requests/{request_id}/credentials")
+    if fmt == "json":
+        found = data["credentials"]
+        render.emit_json(found[0] if len(found) == 1 else found)
+        return
+    for cred in data["credentials"]:
+        for name, value in env_lines(cred):
+            sys.stdout.write(f"export {name}={shlex.quote(str(value))}\n")
+
+
+def env_lines(cred: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Environment variables that the target's own tools read."""
+    kind = cred.get("type")
+    if kind == "postgres":
+        return [("PGHOST", cred["host"]), ("PGPORT", cred["port"]), ("PGDATABASE", cred["dbname"]),
+                ("PGUSER", cred["username"]), ("PGPASSWORD", cred["password"])]
+    if kind == "redis":
+        return [("REDISCLI_AUTH", cred["password"]), ("REDIS_URL", cred["url"])]
+    if kind == "aws":
+        return [("AWS_ACCESS_KEY_ID", cred["access_key_id"]),
+                ("AWS_SECRET_ACCESS_KEY", cred["secret_access_key"]),
+                ("AWS_SESSION_TOKEN", cred["session_token"]), ("AWS_REGION", cred["region"])]
+    prefix = f"BREAKGLASS_{str(cred.get('role', 'GRANT')).upper().replace('-', '_')}_"
+    return [(prefix + k.upper(), v) for k, v in cred.items() if isinstance(v, str | int)]
+
+
+@app.command()
+def timeline(incident: str, server: Server = None, as_json: Json = False) -> None:
+    """Every event of one incident, in order (both tracks)."""
+    events = ApiClient(server).call("GET", f"/v1/incidents/{incident}/timeline")
+    if as_json:
+        render.emit_json(events)
+    else:
+        render.timeline_lines(events)
+
+
+@app.command()
+def serve(
+    catalog: Annotated[Path, typer.Option("--catalog", help="Catalog YAML file.")],
+    db: Annotated[str | None, typer.Option("--db", envvar="BREAKGLASS_DB")] = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8080,
+    dev: Annotated[bool, typer.Option("--dev", help="Local token issuer for the directory.")]
+    = False,
+) -> None:
+    """Run the broker (HTTP API and expiry loop)."""
+    from breakglass.server import run_server
+
+    run_server(catalog, db_url=db, host=host, port=port, dev=dev)
+
+
+@app.command()
+def demo(port: Annotated[int, typer.Option("--port")] = 8080) -> None:
+    """One command: SQLite, the demo catalog, dev identity and a local PostgreSQL target."""
+    from breakglass.demo import run_demo
+
+    run_demo(port)
+
+
+@app.command()
+def lint(catalog: Path, fmt: Annotated[str, typer.Option("--format")] = "text") -> None:
+    """Validate a catalog file (text or SARIF output)."""
+    from breakglass.cli.lint import lint_catalog
+
+    raise typer.Exit(lint_catalog(catalog, fmt))
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: Annotated[str, typer.Option("--db", envvar="BREAKGLASS_DB")]) -> None:
+    """Create or migrate the broker's schema."""
+    from breakglass.storage.migrate import upgrade
+    from breakglass.storage.uow import make_engine
+
+    upgrade(make_engine(db))
+    render.out.print("database is at the latest schema")
+
+
+def _show(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        render.emit_json(data)
+    else:
+        render.request_summary(data)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except errors.BreakglassError as exc:
+        code = next((c for cls, c in EXIT_CODES if isinstance(exc, cls)), 1)
+        rule = f" [{exc.rule}]" if exc.rule not in ("error", "policy") else ""
+        render.err.print(Text.assemble((f"error{rule}:", "red"), " ", exc.message))
+        sys.exit(code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,64 @@
+"""How the CLI shows things to people (Rich) and to programs (``--json``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def remaining(expires_at: str | None) -> str:
+    if not expires_at:
+        return "-"
+    left = datetime.fromisoformat(expires_at) - datetime.now(UTC)
+    seconds = int(left.total_seconds())
+    if seconds <= 0:
+        return "0s"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def request_summary(r: dict[str, Any]) -> None:
+    out.print(f"[bold]{r['id']}[/] {r['state']}  zone {r['zone']}  {', '.join(r['roles'])}")
+    out.print(f"  incident {r['incident']}  reason {r['reason']}  requester {r['requester']}")
+    approvals = ", ".join(a["approver"] for a in r["approvals"]) or "none"
+    out.print(f"  approvals {len(r['approvals'])}/{r['approvals_required']}: {approvals}")
+    if r.get("expires_at"):
+        out.print(f"  expires {r['expires_at']} (in {remaining(r['expires_at'])})")
+    for g in r.get("grants", []):
+        out.print(f"  grant {g['id']} on {g['target']} ({g['target_ref']}): {g['state']}")
+    if r.get("end_reason"):
+        out.print(f"  ended: {r['end_reason']}")
+
+
+def request_table(rows: list[dict[str, Any]]) -> None:
+    table = Table("id", "state", "zone", "roles", "incident", "requester", "expires in")
+    for r in rows:
+        table.add_row(r["id"], r["state"], r["zone"], ", ".join(r["roles"]), r["incident"],
+                      r["requester"], remaining(r.get("expires_at"))
+                      if r["state"] == "active" else "-")
+    out.print(table)
+
+
+def timeline_lines(events: list[dict[str, Any]]) -> None:
+    for e in events:
+        detail = e.get("reason") or ""
+        if e.get("rule"):
+            detail = f"[{e['rule']}] {detail}"
+        line = Text.assemble(
+            (f"{e['index']:>6} ", "dim"), f"{e['ts'][:19]}Z ", (f"{e['actor']:<10} ", "bold"),
+            (f"{e['action']:<28} ", "red" if e["outcome"] != "ok" else "green"),
+            f"{e.get('request_id') or '':<15} ", f"{e.get('grant_id') or '':<18} ", detail,
+        )
+        out.print(line)

@@ -1,0 +1,459 @@
+"""AWS connector: short-lived STS sessions on a pre-provisioned emergency role.
+
+The broker never creates an IAM user, access key or role. A grant is one
+``sts:AssumeRole`` on the target's emergency role (whose trust policy lets the
+broker ``sts:AssumeRole``, ``sts:TagSession`` and ``sts:SetSourceIdentity``;
+whose own policies are the ceiling), narrowed by a session policy: the role's
+``grant`` block as an Allow plus :data:`GUARDRAILS` as Denies. Target config::
+
+    cloud-prod: {type: aws, environment: prod, region: eu-west-1,   # default us-east-1
+                 role_arn: "arn:aws:iam::123456789012:role/breakglass-emergency",
+                 external_id: "${BG_AWS_EXTERNAL_ID}",              # optional
+                 endpoint_url: "http://127.0.0.1:55000"}            # optional: an emulator
+
+The broker's own credentials come from the standard boto3 chain (environment,
+instance profile), never from the catalog. Role grant block::
+
+    grant: {actions: [logs:GetLogEvents, "cloudwatch:Get*"], resources: ["*"],
+            conditions: {StringEquals: {aws:RequestedRegion: eu-west-1}}}
+
+Expiry: an STS session lasts 900 to 43,200 s (and at most the role's
+MaxSessionDuration). A grant under 15 minutes still carries a 15-minute native
+expiry: the broker's revoke at ``expires_at`` is the lock, the native expiry the
+backstop while the broker is down. STS credentials cannot be extended.
+
+Revocation: STS sessions cannot be deleted. Revoke does what the console's
+"Revoke active sessions" does, scoped to one session: an inline policy
+``breakglass-revoke-<session>-<native expiry, epoch s>`` on the emergency role
+denies everything to ``aws:userid`` ``<role id>:<session>``; other sessions stay
+alive. Past the native expiry it is dead weight (a role's inline policies share
+a 10,240-character quota), so :meth:`AwsStsConnector.cleanup_expired_revocations`
+deletes it; revoke runs it first.
+
+Drift: STS sessions are not enumerable, so ``list_managed`` returns nothing and
+``verify`` only knows whether a session was revoked; native expiry is the backstop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+from urllib.parse import unquote
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from breakglass.connectors.base import (
+    MARKER_PREFIX,
+    Connector,
+    GrantSpec,
+    IssuedCredential,
+    StandingPrivilege,
+)
+from breakglass.domain.errors import TargetError
+
+if TYPE_CHECKING:
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_sts import STSClient
+    from mypy_boto3_sts.type_defs import AssumeRoleRequestTypeDef
+
+DEFAULT_REGION: Final = "us-east-1"
+MIN_SESSION_SECONDS: Final = 900
+MAX_SESSION_SECONDS: Final = 43_200
+MAX_SESSION_POLICY_CHARS: Final = 2048
+REVOKE_POLICY_PREFIX: Final = "breakglass-revoke-"
+CLEANUP_GRACE: Final = timedelta(minutes=5)
+"""A revocation outlives its session's native expiry by this much, against clock skew."""
+
+# fmt: off
+GUARDRAILS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
+    "NoLongLivedCredentials": (
+        "iam:CreateUser", "iam:CreateAccessKey", "iam:UpdateAccessKey",
+        "iam:CreateLoginProfile", "iam:UpdateLoginProfile",
+        "iam:CreateServiceSpecificCredential", "iam:UploadSSHPublicKey",
+    ),
+    "NoTrustPolicyEdits": ("iam:UpdateAssumeRolePolicy",),
+    "NoRoleChaining": ("sts:AssumeRole",),
+    "NoOrganizationChanges": ("organizations:*",),
+    "ForceApiLogging": (
+        "cloudtrail:StopLogging", "cloudtrail:DeleteTrail", "cloudtrail:UpdateTrail",
+        "cloudtrail:PutEventSelectors",
+    ),
+    "RestrictEgress": (
+        "ec2:AuthorizeSecurityGroupEgress", "ec2:CreateInternetGateway",
+        "ec2:AttachInternetGateway", "ec2:CreateEgressOnlyInternetGateway",
+        "ec2:CreateNatGateway", "ec2:CreateVpcPeeringConnection",
+    ),
+})
+# fmt: on
+"""Actions every emergency session is denied, whatever its grant says (SPEC S2.8).
+
+Keyed by the statement ``Sid`` that says why: no long-lived keys or logins, no
+trust-policy edits, no role chaining (a chained session escapes both the
+session policy and the per-session revocation), no organization changes, API
+logging stays on, no new egress paths. An explicit Deny beats any Allow, so
+``allow_identity_changes`` cannot switch these off. :func:`session_policy` adds
+one more: no IAM action on the emergency role itself, so a session cannot lift
+its own revocation.
+"""
+
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
+_CONFIG_CHECKS = (
+    ("role_arn", _ROLE_ARN, "must be an IAM role ARN: arn:aws:iam::<account>:role/<name>"),
+    ("region", re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$"), "must be a region such as eu-west-1"),
+    ("endpoint_url", re.compile(r"^https?://\S+$"), "must be an http:// or https:// URL"),
+    ("external_id", re.compile(r"^[\w+=,.@:/-]{2,1224}$"), "must be 2-1224 of [\\w+=,.@:/-]"),
+)
+_REFERENCE = re.compile(r"^\$\{\w+\}$")  # resolved from the environment by the catalog
+_PLAINTEXT_CREDENTIAL = re.compile(r"secret|access_key|session_token")
+_ACTION = re.compile(r"^([a-z0-9-]+):([A-Za-z0-9*?]+)$")
+_READ_ONLY_IAM_VERBS = ("Get", "List", "Generate", "Simulate")
+_GRANT_KEYS = frozenset({"actions", "resources", "conditions", "allow_identity_changes"})
+_NAME_UNSAFE = re.compile(r"[^\w+=,.@-]")
+_TAG_UNSAFE = re.compile(r"[^\w.:/=+@ -]")
+_ENTITY_DETAILS = (
+    ("user", "UserDetailList", "UserName", "UserPolicyList"),
+    ("group", "GroupDetailList", "GroupName", "GroupPolicyList"),
+    ("role", "RoleDetailList", "RoleName", "RolePolicyList"),
+)
+_LONGEST_ROLE_ARN = "arn:aws:iam::000000000000:role/" + "x" * 64
+_BOTO_CONFIG = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 3})
+
+
+def _policy_json(statements: list[dict[str, Any]]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": statements}, separators=(",", ":"))
+
+
+def session_policy(grant: Mapping[str, Any], role_arn: str) -> str:
+    """The session policy for one grant, as the compact JSON sent to STS. Pure.
+
+    Allows the grant's actions on its resources (under its conditions), then
+    denies :data:`GUARDRAILS` and any IAM action on the emergency role itself.
+    Raises :class:`TargetError` when the document exceeds STS's 2,048 characters.
+    """
+    allow: dict[str, Any] = {"Sid": "BreakglassGrant", "Effect": "Allow"}
+    allow |= {
+        "Action": list(grant.get("actions", ())),
+        "Resource": list(grant.get("resources", ())),
+    }
+    if grant.get("conditions"):
+        allow["Condition"] = grant["conditions"]
+    statements = [allow]
+    statements += [
+        {"Sid": sid, "Effect": "Deny", "Action": list(actions), "Resource": "*"}
+        for sid, actions in GUARDRAILS.items()
+    ]
+    statements.append(
+        {"Sid": "ProtectEmergencyRole", "Effect": "Deny", "Action": "iam:*", "Resource": role_arn}
+    )
+    document = _policy_json(statements)
+    if len(document) > MAX_SESSION_POLICY_CHARS:
+        raise TargetError(
+            f"session policy is {len(document)} characters, STS accepts at most "
+            f"{MAX_SESSION_POLICY_CHARS}: list fewer actions or resources (wildcards help)"
+        )
+    return document
+
+
+def revocation_policy(user_id: str) -> str:
+    """Inline role policy that denies everything to one session (``<role id>:<session>``)."""
+    condition = {"StringEquals": {"aws:userid": user_id}}
+    deny = {"Sid": "BreakglassRevokedSession", "Effect": "Deny", "Action": "*", "Resource": "*"}
+    return _policy_json([deny | {"Condition": condition}])
+
+
+def session_seconds(expires_at: datetime, now: datetime) -> int:
+    """STS ``DurationSeconds`` for a grant ending at ``expires_at``, within 900..43,200."""
+    remaining = math.ceil((expires_at - now).total_seconds())
+    return max(MIN_SESSION_SECONDS, min(MAX_SESSION_SECONDS, remaining))
+
+
+def session_name(grant_id: str) -> str:
+    """The STS ``RoleSessionName`` of a grant, which is also its target reference."""
+    return (MARKER_PREFIX + _NAME_UNSAFE.sub("", grant_id))[:64]
+
+
+def revoke_policy_name(session: str, native_expiry: datetime) -> str:
+    return f"{REVOKE_POLICY_PREFIX}{session}-{math.ceil(native_expiry.timestamp())}"
+
+
+def parse_revoke_policy_name(name: str) -> tuple[str, datetime] | None:
+    """``(session, native expiry)`` from a revocation policy name; None for other names."""
+    session, _, epoch = name.removeprefix(REVOKE_POLICY_PREFIX).rpartition("-")
+    if not name.startswith(REVOKE_POLICY_PREFIX) or not session or not epoch.isdigit():
+        return None
+    return session, datetime.fromtimestamp(int(epoch), UTC)
+
+
+def _action_errors(action: object, allow_identity_changes: bool) -> list[str]:
+    match = _ACTION.match(action) if isinstance(action, str) else None
+    if match is None:
+        return [f"action {action!r} is not service:Action (no bare '*', no wildcard service)"]
+    service, verb = match.groups()
+    if service == "iam" and not verb.startswith(_READ_ONLY_IAM_VERBS):
+        if not allow_identity_changes:
+            return [
+                f"action {action!r} can change IAM identities or policies: it needs "
+                "allow_identity_changes: true (zone C roles only)"
+            ]
+    return []
+
+
+def _allows_everything(document: str | Mapping[str, Any]) -> bool:
+    parsed = json.loads(unquote(document)) if isinstance(document, str) else document
+    statements = parsed.get("Statement", [])
+    for statement in statements if isinstance(statements, list) else [statements]:
+        actions, resources = statement.get("Action", []), statement.get("Resource", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        resources = [resources] if isinstance(resources, str) else resources
+        if statement.get("Effect") == "Allow" and {"*", "*:*"} & set(actions) and "*" in resources:
+            return True
+    return False
+
+
+class AwsStsConnector(Connector):
+    """Grants are STS sessions on one emergency IAM role. See the module docstring."""
+
+    type: ClassVar[str] = "aws"
+
+    @classmethod
+    def validate_config(cls, config: Mapping[str, Any]) -> list[str]:
+        errors = [
+            f"{key} must not be in the catalog: the broker's AWS credentials come from "
+            "its environment"
+            for key in sorted(config)
+            if _PLAINTEXT_CREDENTIAL.search(key)
+        ]
+        for key, pattern, problem in _CONFIG_CHECKS:
+            value = config.get(key, DEFAULT_REGION if key == "region" else None)
+            if value is None and key != "role_arn":
+                continue
+            if not isinstance(value, str) or not (_REFERENCE.match(value) or pattern.match(value)):
+                errors.append(f"{key} {problem}")
+        return errors
+
+    @classmethod
+    def validate_grant(cls, grant: Mapping[str, Any]) -> list[str]:
+        """Refuse bare ``*``, wildcard services and, unless the block says
+        ``allow_identity_changes: true``, every IAM action that is not a read
+        (``Get*``, ``List*``, ``Generate*``, ``Simulate*``). The catalog layer
+        accepts ``allow_identity_changes`` on zone C roles only. Guardrails apply
+        either way."""
+        errors = [f"unknown key {key!r} in aws grant" for key in sorted(set(grant) - _GRANT_KEYS)]
+        identity_changes = grant.get("allow_identity_changes", False)
+        if not isinstance(identity_changes, bool):
+            errors.append("allow_identity_changes must be true or false")
+        actions, resources = grant.get("actions"), grant.get("resources")
+        if not actions or not isinstance(actions, list):
+            errors.append("actions must be a non-empty list of IAM actions such as s3:GetObject")
+        else:
+            errors += [e for a in actions for e in _action_errors(a, identity_changes is True)]
+        if not resources or not isinstance(resources, list):
+            errors.append("resources must be a non-empty list of ARNs or '*'")
+        else:
+            errors += [
+                f"resource {r!r} is neither an ARN nor '*'"
+                for r in resources
+                if not isinstance(r, str) or (r != "*" and not r.startswith("arn:"))
+            ]
+        conditions = grant.get("conditions", {})
+        if not isinstance(conditions, Mapping) or not all(
+            isinstance(block, Mapping) for block in conditions.values()
+        ):
+            errors.append("conditions must map condition operators to {key: value} blocks")
+        if not errors:
+            try:
+                session_policy(grant, _LONGEST_ROLE_ARN)
+            except TargetError as exc:
+                errors.append(exc.message)
+        return errors
+
+    @property
+    def _role_arn(self) -> str:
+        return str(self.config["role_arn"])
+
+    @property
+    def _role_name(self) -> str:
+        return self._role_arn.rsplit("/", 1)[-1]
+
+    @property
+    def _region(self) -> str:
+        return str(self.config.get("region") or DEFAULT_REGION)
+
+    @cached_property
+    def _sts(self) -> STSClient:
+        return boto3.session.Session().client("sts", **self._client_options())
+
+    @cached_property
+    def _iam(self) -> IAMClient:
+        return boto3.session.Session().client("iam", **self._client_options())
+
+    def _client_options(self) -> dict[str, Any]:
+        endpoint = self.config.get("endpoint_url")
+        return {"region_name": self._region, "endpoint_url": endpoint, "config": _BOTO_CONFIG}
+
+    @contextmanager
+    def _aws_call(self, operation: str) -> Iterator[None]:
+        """Map botocore errors to TargetError; AWS error messages carry no secrets."""
+        try:
+            yield
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            reason = f"{error.get('Code', 'Unknown')} {error.get('Message', '')}".strip()
+            raise TargetError(f"aws target {self.name}: {operation} failed: {reason}") from exc
+        except BotoCoreError as exc:
+            raise TargetError(f"aws target {self.name}: {operation} failed: {exc}") from exc
+
+    def grant(self, spec: GrantSpec) -> IssuedCredential:
+        """Assume the emergency role for one grant.
+
+        The one artefact names the revocation policy revoke would put; the name
+        carries the session's native expiry, which revoke and cleanup need.
+        """
+        now = datetime.now(UTC)
+        if spec.expires_at <= now:
+            raise TargetError(f"grant {spec.grant_id} has already expired")
+        session = session_name(spec.grant_id)
+        tags = {"request": spec.request_id, "incident": spec.incident, "principal": spec.principal}
+        params: AssumeRoleRequestTypeDef = {
+            "RoleArn": self._role_arn,
+            "RoleSessionName": session,
+            "DurationSeconds": session_seconds(spec.expires_at, now),
+            "Policy": session_policy(spec.grant, self._role_arn),
+            "Tags": [
+                {"Key": f"breakglass:{key}", "Value": _TAG_UNSAFE.sub("_", value)[:256]}
+                for key, value in tags.items()
+            ],
+            # SourceIdentity survives role chaining and lands in every CloudTrail event.
+            "SourceIdentity": _NAME_UNSAFE.sub("_", spec.principal)[:64].ljust(2, "_"),
+        }
+        if self.config.get("external_id"):
+            params["ExternalId"] = str(self.config["external_id"])
+        with self._aws_call("sts:AssumeRole"):
+            credentials = self._sts.assume_role(**params)["Credentials"]
+        native_expiry = credentials["Expiration"].astimezone(UTC)
+        secret = {
+            "type": "aws",
+            "access_key_id": credentials["AccessKeyId"],
+            "secret_access_key": credentials["SecretAccessKey"],
+            "session_token": credentials["SessionToken"],
+            "region": self._region,
+            "expires_at": native_expiry.isoformat(),
+            "session_name": session,
+        }
+        artefact = revoke_policy_name(session, native_expiry)
+        return IssuedCredential(target_ref=session, secret=secret, artefacts=(artefact,))
+
+    def revoke(self, target_ref: str, artefacts: tuple[str, ...] = ()) -> None:
+        """Deny everything to this one session until its native expiry. Idempotent.
+
+        Without the artefact from grant the native expiry is unknown, and the
+        revocation is kept for the longest session STS allows.
+        """
+        if not target_ref.startswith(MARKER_PREFIX):
+            raise TargetError(f"{target_ref!r} is not a breakglass session name")
+        now = datetime.now(UTC)
+        self.cleanup_expired_revocations(now)
+        known = [p[1] for p in map(parse_revoke_policy_name, artefacts) if p and p[0] == target_ref]
+        native_expiry = known[0] if known else now + timedelta(seconds=MAX_SESSION_SECONDS)
+        if native_expiry + CLEANUP_GRACE <= now or target_ref in self._revoked_sessions():
+            return
+        with self._aws_call("iam:PutRolePolicy"):
+            role_id = self._iam.get_role(RoleName=self._role_name)["Role"]["RoleId"]
+            self._iam.put_role_policy(
+                RoleName=self._role_name,
+                PolicyName=revoke_policy_name(target_ref, native_expiry),
+                PolicyDocument=revocation_policy(f"{role_id}:{target_ref}"),
+            )
+
+    def cleanup_expired_revocations(self, now: datetime) -> list[str]:
+        """Delete the revocation policies of sessions past their native expiry.
+
+        Idempotent; returns the policy names deleted. Run it from the expiry loop.
+        """
+        expired = [
+            name
+            for names in self._revoked_sessions().values()
+            for name in names
+            if (parsed := parse_revoke_policy_name(name)) and parsed[1] + CLEANUP_GRACE <= now
+        ]
+        for name in expired:
+            # Another broker instance may have got there first.
+            with (
+                self._aws_call("iam:DeleteRolePolicy"),
+                suppress(self._iam.exceptions.NoSuchEntityException),
+            ):
+                self._iam.delete_role_policy(RoleName=self._role_name, PolicyName=name)
+        return expired
+
+    def _revoked_sessions(self) -> dict[str, list[str]]:
+        sessions: dict[str, list[str]] = {}
+        paginator = self._iam.get_paginator("list_role_policies")
+        with self._aws_call("iam:ListRolePolicies"):
+            for page in paginator.paginate(RoleName=self._role_name):
+                for name in page["PolicyNames"]:
+                    if parsed := parse_revoke_policy_name(name):
+                        sessions.setdefault(parsed[0], []).append(name)
+        return sessions
+
+    def verify(self, target_ref: str) -> bool:
+        """True unless the session was revoked; STS cannot say whether it has expired."""
+        return target_ref not in self._revoked_sessions()
+
+    def list_managed(self) -> list[str]:
+        """Always empty: STS sessions cannot be listed; native expiry is the backstop."""
+        return []
+
+    def extend(self, target_ref: str, expires_at: datetime) -> None:
+        """STS credentials keep the expiry they were minted with; nothing to move."""
+        del target_ref, expires_at
+
+    def inventory(self) -> list[StandingPrivilege]:
+        """Users with an active access key, and users, groups and roles with
+        AdministratorAccess attached or an inline allow of ``*`` on ``*``."""
+        found: list[StandingPrivilege] = []
+        paginator = self._iam.get_paginator("get_account_authorization_details")
+        with self._aws_call("iam:GetAccountAuthorizationDetails"):
+            for page in paginator.paginate(Filter=["User", "Group", "Role"]):
+                details: Mapping[str, Any] = page
+                for kind, list_key, name_key, inline_key in _ENTITY_DETAILS:
+                    for entity in details.get(list_key, []):
+                        subject = f"{kind}/{entity[name_key]}"
+                        found += self._policy_findings(subject, entity, inline_key)
+                        if kind == "user":
+                            found += self._active_keys(entity[name_key])
+        return found
+
+    def _active_keys(self, user: str) -> list[StandingPrivilege]:
+        keys = self._iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
+        return [
+            StandingPrivilege(self.name, f"user/{user}", "long-lived access key", key_id)
+            for key in keys
+            if key.get("Status") == "Active" and (key_id := key.get("AccessKeyId", ""))
+        ]
+
+    def _policy_findings(
+        self, subject: str, entity: Mapping[str, Any], inline_key: str
+    ) -> list[StandingPrivilege]:
+        note = " (the broker's emergency role)" if subject == f"role/{self._role_name}" else ""
+        findings = [
+            StandingPrivilege(self.name, subject, "AdministratorAccess attached", arn + note)
+            for policy in entity.get("AttachedManagedPolicies", [])
+            if (arn := policy.get("PolicyArn", "")).endswith(":policy/AdministratorAccess")
+        ]
+        findings += [
+            StandingPrivilege(
+                self.name, subject, "inline allow of * on *", f"{policy['PolicyName']}{note}"
+            )
+            for policy in entity.get(inline_key, [])
+            if _allows_everything(policy.get("PolicyDocument", "{}"))
+        ]
+        return findings

@@ -1,0 +1,232 @@
+"""The break-glass domain: principals, zones, roles, requests, approvals, grants.
+
+Pure: no I/O, no clock, no environment. Time always comes in as an argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from breakglass.domain.errors import Conflict
+
+
+class Zone(StrEnum):
+    """Blast-radius class. Ordered: A < B < C."""
+
+    A = "A"
+    B = "B"
+    C = "C"
+
+    @property
+    def rank(self) -> int:
+        return "ABC".index(self.value)
+
+
+def highest_zone(zones: list[Zone]) -> Zone:
+    return max(zones, key=lambda z: z.rank)
+
+
+class PrincipalKind(StrEnum):
+    HUMAN = "human"
+    WORKLOAD = "workload"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A named human or a workload, as the identity provider vouched for it."""
+
+    name: str
+    kind: PrincipalKind
+    groups: frozenset[str]
+    mfa: bool
+    auth_time: datetime | None
+    amr: tuple[str, ...] = ()
+
+    @property
+    def teams(self) -> frozenset[str]:
+        return frozenset(g.removeprefix("team:") for g in self.groups if g.startswith("team:"))
+
+    def matches(self, selector: str) -> bool:
+        """``group:<g>`` matches a group member, ``user:<u>`` (or a bare name) one principal."""
+        if selector.startswith("group:"):
+            return selector.removeprefix("group:") in self.groups
+        return selector.removeprefix("user:") == self.name
+
+
+@dataclass(frozen=True, slots=True)
+class ZonePolicy:
+    zone: Zone
+    description: str
+    default_ttl: timedelta
+    max_ttl: timedelta
+    approvals: int
+    self_approval: bool = False
+    approvers_outside_team: bool = True
+    extension_approvals: int | None = None
+    require_mfa: bool = True
+    max_total: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoleDef:
+    name: str
+    zone: Zone
+    target: str
+    environment: str
+    requesters: tuple[str, ...]
+    grant: dict[str, Any]
+    max_ttl: timedelta | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Runbook:
+    id: str
+    title: str
+    roles: tuple[str, ...]
+    reason_codes: tuple[str, ...]
+    requesters: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The domain's view of the catalog: everything the rules need, nothing else."""
+
+    organization: str
+    incident_pattern: str
+    reason_codes: tuple[str, ...]
+    zones: dict[Zone, ZonePolicy]
+    roles: dict[str, RoleDef]
+    approvers: dict[Zone, tuple[str, ...]]
+    shared_accounts: frozenset[str]
+    mfa_max_age: timedelta
+    runbooks: dict[str, Runbook] = field(default_factory=dict)
+    pending_timeout: timedelta = timedelta(hours=1)
+
+
+class RequestState(StrEnum):
+    PENDING = "pending"
+    ACTIVATING = "activating"
+    ACTIVE = "active"
+    REVOKING = "revoking"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {
+        RequestState.EXPIRED,
+        RequestState.REVOKED,
+        RequestState.DENIED,
+        RequestState.CANCELLED,
+        RequestState.FAILED,
+    }
+)
+
+_TRANSITIONS: dict[RequestState, frozenset[RequestState]] = {
+    RequestState.PENDING: frozenset(
+        {
+            RequestState.ACTIVATING,
+            RequestState.DENIED,
+            RequestState.CANCELLED,
+            RequestState.EXPIRED,
+        }
+    ),
+    RequestState.ACTIVATING: frozenset({RequestState.ACTIVE, RequestState.FAILED}),
+    RequestState.ACTIVE: frozenset({RequestState.REVOKING}),
+    RequestState.REVOKING: frozenset({RequestState.EXPIRED, RequestState.REVOKED}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    approver: str
+    teams: frozenset[str]
+    mfa: bool
+    at: datetime
+    comment: str = ""
+
+
+@dataclass(slots=True)
+class AccessRequest:
+    """One request for emergency access: who, what, why, for how long."""
+
+    id: str
+    requester: str
+    requester_kind: PrincipalKind
+    requester_teams: frozenset[str]
+    roles: tuple[str, ...]
+    zone: Zone
+    environment: str
+    incident: str
+    reason: str
+    justification: str
+    ttl: timedelta
+    created_at: datetime
+    pending_until: datetime
+    state: RequestState = RequestState.PENDING
+    approvals: list[Approval] = field(default_factory=list)
+    runbook: str | None = None
+    workload: str | None = None
+    activated_at: datetime | None = None
+    expires_at: datetime | None = None
+    ended_at: datetime | None = None
+    end_reason: str = ""
+    end_state: RequestState | None = None
+    version: int = 0
+
+    def transition(self, new: RequestState) -> None:
+        if new not in _TRANSITIONS.get(self.state, frozenset()):
+            raise Conflict(
+                f"request {self.id} is {self.state}; it cannot become {new}",
+                rule="lifecycle.transition",
+            )
+        self.state = new
+
+    def begin_ending(self, final: RequestState, reason: str, now: datetime) -> None:
+        """ACTIVE -> REVOKING, remembering whether this ends as expired or revoked."""
+        if final not in (RequestState.EXPIRED, RequestState.REVOKED):
+            raise ValueError(final)
+        self.transition(RequestState.REVOKING)
+        self.end_state = final
+        self.end_reason = reason
+        self.ended_at = now
+
+    def finish_ending(self) -> None:
+        self.transition(self.end_state or RequestState.REVOKED)
+
+    def approved_by(self, name: str) -> bool:
+        return any(a.approver == name for a in self.approvals)
+
+
+class GrantState(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class Grant:
+    """A time-boxed credential on one target, minted for one role of one request."""
+
+    id: str
+    request_id: str
+    role: str
+    target: str
+    target_ref: str
+    issued_at: datetime
+    expires_at: datetime
+    state: GrantState = GrantState.ACTIVE
+    revoked_at: datetime | None = None
+    artefacts: tuple[str, ...] = ()

@@ -1,0 +1,190 @@
+"""The rules of SPEC S2, as pure functions returning decisions.
+
+A decision is a value: :class:`Allowed` or :class:`Denied`. ``Denied.rule``
+names the rule (``incident.pattern``, ``approval.same_team``, ...), and its
+``reason`` travels unchanged to the caller, the audit log and the metrics.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from breakglass.domain.durations import format_duration
+from breakglass.domain.model import (
+    AccessRequest,
+    Policy,
+    Principal,
+    PrincipalKind,
+    RoleDef,
+    Zone,
+    ZonePolicy,
+    highest_zone,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    ok = True
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    rule: str
+    reason: str
+    ok = False
+
+
+Decision = Allowed | Denied
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPlan:
+    """What an accepted request will be: its roles, ruling zone, TTL and environment."""
+
+    roles: tuple[RoleDef, ...]
+    zone: Zone
+    environment: str
+    ttl: timedelta
+
+
+def check_identity(policy: Policy, principal: Principal, now: datetime, zone: Zone) -> Decision:
+    """S2.1 named principals only; S2.6 MFA (with freshness) where the zone requires it."""
+    if not principal.name or principal.name.lower() in policy.shared_accounts:
+        return Denied("identity.shared_account", f"'{principal.name}' is a shared account")
+    zone_policy = policy.zones[zone]
+    if principal.kind is PrincipalKind.HUMAN and zone_policy.require_mfa and zone.rank > 0:
+        if not principal.mfa:
+            return Denied("identity.mfa_required", f"zone {zone} requires MFA")
+        if principal.auth_time is None or now - principal.auth_time > policy.mfa_max_age:
+            return Denied(
+                "identity.mfa_stale",
+                f"MFA older than {format_duration(policy.mfa_max_age)}: re-authenticate with MFA",
+            )
+    return Allowed()
+
+
+def plan_request(
+    policy: Policy,
+    principal: Principal,
+    role_names: list[str],
+    incident: str,
+    reason: str,
+    ttl: timedelta | None,
+    now: datetime,
+) -> RequestPlan | Denied:
+    """Check a new request against S2 items 1-4, 6, 7 and the role's requesters."""
+    if not role_names:
+        return Denied("request.roles", "name at least one role")
+    unknown = [r for r in role_names if r not in policy.roles]
+    if unknown:
+        return Denied("role.unknown", f"unknown role(s): {', '.join(unknown)}")
+    if len(set(role_names)) != len(role_names):
+        return Denied("request.roles", "a role is named twice")
+    roles = tuple(policy.roles[r] for r in role_names)
+    environments = {r.environment for r in roles}
+    if len(environments) > 1:
+        return Denied(
+            "request.environment", f"roles span environments {sorted(environments)}; split them"
+        )
+    if not incident:
+        return Denied("incident.required", "an incident or change ID is required")
+    if not re.fullmatch(policy.incident_pattern, incident):
+        return Denied(
+            "incident.pattern",
+            f"incident ID '{incident}' does not match {policy.incident_pattern}",
+        )
+    if reason not in policy.reason_codes:
+        return Denied(
+            "reason.unknown",
+            f"reason '{reason}' is not one of {', '.join(policy.reason_codes)}",
+        )
+    zone = highest_zone([r.zone for r in roles])
+    identity = check_identity(policy, principal, now, zone)
+    if isinstance(identity, Denied):
+        return identity
+    for role in roles:
+        if not any(principal.matches(sel) for sel in role.requesters):
+            return Denied(
+                "role.requesters",
+                f"'{principal.name}' may not request {role.name} (allowed: "
+                f"{', '.join(role.requesters)})",
+            )
+    allowed_ttl = max_ttl_for(policy.zones[zone], roles)
+    effective = ttl if ttl is not None else min(policy.zones[zone].default_ttl, allowed_ttl)
+    if effective > allowed_ttl:
+        return Denied(
+            "ttl.max",
+            f"TTL {format_duration(effective)} exceeds the maximum {format_duration(allowed_ttl)}"
+            f" for zone {zone}",
+        )
+    return RequestPlan(roles=roles, zone=zone, environment=environments.pop(), ttl=effective)
+
+
+def max_ttl_for(zone_policy: ZonePolicy, roles: tuple[RoleDef, ...]) -> timedelta:
+    """The zone's maximum, tightened (never loosened) by each role."""
+    limits = [zone_policy.max_ttl] + [r.max_ttl for r in roles if r.max_ttl is not None]
+    return min(limits)
+
+
+def required_approvals(policy: Policy, request: AccessRequest) -> int:
+    return policy.zones[request.zone].approvals
+
+
+def check_approval(
+    policy: Policy, request: AccessRequest, approver: Principal, now: datetime
+) -> Decision:
+    """S2.5: who may approve this request (A self-approval, B/C outside the team)."""
+    zone_policy = policy.zones[request.zone]
+    identity = check_identity(policy, approver, now, request.zone)
+    if isinstance(identity, Denied):
+        return Denied(identity.rule.replace("identity.", "approval."), identity.reason)
+    if approver.kind is not PrincipalKind.HUMAN:
+        return Denied("approval.workload", "a workload cannot approve")
+    is_self = approver.name == request.requester
+    if is_self:
+        if zone_policy.self_approval and zone_policy.approvals == 0:
+            return Allowed()
+        return Denied("approval.self", "the requester cannot approve their own request")
+    if request.approved_by(approver.name):
+        return Denied("approval.duplicate", f"{approver.name} has already approved")
+    eligible = policy.approvers.get(request.zone, ())
+    if zone_policy.approvals > 0 and eligible and not any(approver.matches(s) for s in eligible):
+        return Denied(
+            "approval.not_approver",
+            f"{approver.name} is not an approver for zone {request.zone} "
+            f"(allowed: {', '.join(eligible)})",
+        )
+    if zone_policy.approvers_outside_team and approver.teams & request.requester_teams:
+        shared = ", ".join(sorted(approver.teams & request.requester_teams))
+        return Denied(
+            "approval.same_team",
+            f"{approver.name} is in the requester's team ({shared}); zone {request.zone} "
+            "needs an approver outside it",
+        )
+    return Allowed()
+
+
+def approvals_satisfied(policy: Policy, request: AccessRequest) -> bool:
+    distinct = {a.approver for a in request.approvals if a.approver != request.requester}
+    return len(distinct) >= required_approvals(policy, request)
+
+
+def runbook_applies(
+    policy: Policy, runbook_id: str, principal: Principal, plan: RequestPlan, reason: str
+) -> Decision:
+    """A runbook auto-approves zone A/B requests that meet its trigger criteria."""
+    runbook = policy.runbooks.get(runbook_id)
+    if runbook is None:
+        return Denied("runbook.unknown", f"unknown runbook {runbook_id}")
+    if plan.zone is Zone.C:
+        return Denied("runbook.zone_c", "runbooks never cover zone C")
+    outside = [r.name for r in plan.roles if r.name not in runbook.roles]
+    if outside:
+        return Denied("runbook.roles", f"runbook {runbook_id} does not cover {', '.join(outside)}")
+    if runbook.reason_codes and reason not in runbook.reason_codes:
+        return Denied("runbook.reason", f"runbook {runbook_id} does not cover reason '{reason}'")
+    if runbook.requesters and not any(principal.matches(s) for s in runbook.requesters):
+        return Denied("runbook.requesters", f"runbook {runbook_id} does not cover {principal.name}")
+    return Allowed()

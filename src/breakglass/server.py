@@ -1,0 +1,26 @@
+"""Run the broker's HTTP server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import uvicorn
+
+from breakglass.api.app import create_app
+from breakglass.bootstrap import bootstrap
+from breakglass.settings import Settings
+
+
+def run_server(
+    catalog: Path,
+    *,
+    db_url: str | None,
+    host: str,
+    port: int,
+    dev: bool,
+    state_dir: Path | None = None,
+) -> None:
+    settings = Settings.from_env(catalog, db_url=db_url, dev=dev, state_dir=state_dir)
+    container = bootstrap(settings)
+    app = create_app(container)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

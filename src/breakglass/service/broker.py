@@ -1,0 +1,473 @@
+"""The service layer: one handler per user intent.
+
+Handlers load domain objects through a unit of work, ask the pure policy for
+a decision, change state, and write the audit event in the same transaction.
+A refusal writes only its event and raises :class:`PolicyRefused`; nothing
+else changes.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+from breakglass.connectors import Connector, GrantSpec
+from breakglass.domain import policy as rules
+from breakglass.domain.errors import Conflict, NotFound, PolicyRefused, TargetError
+from breakglass.domain.events import EventTag
+from breakglass.domain.model import (
+    AccessRequest,
+    Approval,
+    Grant,
+    GrantState,
+    Policy,
+    Principal,
+    RequestState,
+)
+from breakglass.service.ports import Clock, SecretBox
+from breakglass.storage.events import Event, iter_events
+from breakglass.storage.uow import UnitOfWork, UnitOfWorkFactory
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    request: AccessRequest
+    grants: list[Grant]
+    required_approvals: int
+
+
+def new_request_id() -> str:
+    return "r-" + secrets.token_hex(6)
+
+
+class Broker:
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        uow: UnitOfWorkFactory,
+        connectors: Mapping[str, Connector],
+        clock: Clock,
+        secrets_box: SecretBox,
+    ) -> None:
+        self.policy = policy
+        self._uow = uow
+        self._connectors = connectors
+        self._clock = clock
+        self._box = secrets_box
+
+    # -- refusals -------------------------------------------------------------------
+
+    def _refuse(
+        self,
+        principal: Principal | None,
+        tag: EventTag,
+        denied: rules.Denied,
+        *,
+        request: AccessRequest | None = None,
+        incident: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> NoReturn:
+        with self._uow() as uow:
+            uow.events.append(
+                ts=self._clock.now(),
+                actor=principal.name if principal else "anonymous",
+                action=tag,
+                outcome="denied",
+                request_id=request.id if request else None,
+                incident=request.incident if request else incident,
+                zone=request.zone.value if request else None,
+                rule=denied.rule,
+                reason=denied.reason,
+                payload=payload,
+            )
+        raise PolicyRefused(denied.reason, rule=denied.rule)
+
+    def refuse_action(self, principal: Principal | None, denied: rules.Denied) -> NoReturn:
+        """Record a refusal decided outside the handlers (identity, input) and raise it."""
+        self._refuse(principal, EventTag.AUTH_REFUSED, denied)
+
+    # -- commands -------------------------------------------------------------------
+
+    def request_access(
+        self,
+        principal: Principal,
+        roles: list[str],
+        *,
+        incident: str,
+        reason: str,
+        ttl: timedelta | None = None,
+        justification: str = "",
+        runbook: str | None = None,
+    ) -> RequestView:
+        now = self._clock.now()
+        asked = {
+            "roles": roles,
+            "reason": reason,
+            "ttl_seconds": int(ttl.total_seconds()) if ttl else None,
+            "runbook": runbook,
+        }
+        plan = rules.plan_request(self.policy, principal, roles, incident, reason, ttl, now)
+        if isinstance(plan, rules.Denied):
+            self._refuse(
+                principal, EventTag.REQUEST_REFUSED, plan, incident=incident or None, payload=asked
+            )
+        if runbook is not None:
+            decision = rules.runbook_applies(self.policy, runbook, principal, plan, reason)
+            if isinstance(decision, rules.Denied):
+                self._refuse(
+                    principal, EventTag.REQUEST_REFUSED, decision, incident=incident, payload=asked
+                )
+        req = AccessRequest(
+            id=new_request_id(),
+            requester=principal.name,
+            requester_kind=principal.kind,
+            requester_teams=principal.teams,
+            roles=tuple(r.name for r in plan.roles),
+            zone=plan.zone,
+            environment=plan.environment,
+            incident=incident,
+            reason=reason,
+            justification=justification,
+            ttl=plan.ttl,
+            created_at=now,
+            pending_until=now + self.policy.pending_timeout,
+            runbook=runbook,
+        )
+        zone_policy = self.policy.zones[plan.zone]
+        auto = runbook is not None or zone_policy.approvals == 0
+        with self._uow() as uow:
+            uow.requests.add(req)
+            self._event(uow, req, principal.name, EventTag.REQUEST_CREATED, payload={
+                "roles": list(req.roles),
+                "ttl_seconds": int(req.ttl.total_seconds()),
+                "environment": req.environment,
+                "justification": justification,
+            })
+            if auto:
+                how = f"runbook {runbook}" if runbook else "self-approval (zone allows it)"
+                self._event(uow, req, principal.name, EventTag.REQUEST_AUTO_APPROVED,
+                            reason=how, payload={"runbook": runbook})
+                self._begin_activation(uow, req, now)
+        if auto:
+            self._activate(req.id)
+        return self.view(req.id)
+
+    def approve(self, principal: Principal, request_id: str, comment: str = "") -> RequestView:
+        now = self._clock.now()
+        with self._uow() as uow:
+            req = uow.requests.get(request_id, for_update=True)
+            if req.state is not RequestState.PENDING:
+                denied = rules.Denied("lifecycle.not_pending", f"request {req.id} is {req.state}")
+            else:
+                decision = rules.check_approval(self.policy, req, principal, now)
+                denied = decision if isinstance(decision, rules.Denied) else None
+            if denied is None:
+                approval = Approval(principal.name, principal.teams, principal.mfa, now, comment)
+                uow.requests.add_approval(req.id, approval)
+                req.approvals.append(approval)
+                self._event(uow, req, principal.name, EventTag.APPROVAL_ADDED, reason=comment,
+                            payload={"approvals": len(req.approvals),
+                                     "required": rules.required_approvals(self.policy, req)})
+                activate = rules.approvals_satisfied(self.policy, req)
+                if activate:
+                    self._begin_activation(uow, req, now)
+                else:
+                    uow.requests.save(req)
+        if denied is not None:
+            self._refuse(principal, EventTag.APPROVAL_REFUSED, denied, request=req)
+        if activate:
+            self._activate(req.id)
+        return self.view(req.id)
+
+    def deny(self, principal: Principal, request_id: str, comment: str) -> RequestView:
+        return self._close_pending(principal, request_id, RequestState.DENIED, comment)
+
+    def cancel(self, principal: Principal, request_id: str, comment: str = "") -> RequestView:
+        return self._close_pending(principal, request_id, RequestState.CANCELLED, comment)
+
+    def _close_pending(
+        self, principal: Principal, request_id: str, state: RequestState, comment: str
+    ) -> RequestView:
+        now = self._clock.now()
+        with self._uow() as uow:
+            req = uow.requests.get(request_id, for_update=True)
+            denied = self._may_close(principal, req, state)
+            if denied is None:
+                req.transition(state)
+                req.ended_at, req.end_reason = now, comment
+                uow.requests.save(req)
+                tag = EventTag.REQUEST_DENIED if state is RequestState.DENIED else (
+                    EventTag.REQUEST_CANCELLED)
+                self._event(uow, req, principal.name, tag, reason=comment)
+        if denied is not None:
+            self._refuse(principal, EventTag.ACTION_REFUSED, denied, request=req)
+        return self.view(req.id)
+
+    def _may_close(
+        self, principal: Principal, req: AccessRequest, state: RequestState
+    ) -> rules.Denied | None:
+        if req.state is not RequestState.PENDING:
+            return rules.Denied("lifecycle.not_pending", f"request {req.id} is {req.state}")
+        if state is RequestState.CANCELLED:
+            if principal.name != req.requester:
+                return rules.Denied("cancel.requester_only", "only the requester can cancel")
+            return None
+        if principal.name == req.requester:
+            return None  # withdrawing one's own request is always allowed
+        decision = rules.check_approval(self.policy, req, principal, self._clock.now())
+        return decision if isinstance(decision, rules.Denied) else None
+
+    def revoke(self, principal: Principal, request_id: str, reason: str = "") -> RequestView:
+        with self._uow() as uow:
+            req = uow.requests.get(request_id)
+        eligible = self.policy.approvers.get(req.zone, ())
+        if principal.name != req.requester and not any(principal.matches(s) for s in eligible):
+            self._refuse(principal, EventTag.ACTION_REFUSED, rules.Denied(
+                "revoke.not_allowed", "only the requester or an approver of the zone can revoke"),
+                request=req)
+        if req.state not in (RequestState.ACTIVE, RequestState.REVOKING):
+            self._refuse(principal, EventTag.ACTION_REFUSED, rules.Denied(
+                "lifecycle.not_active", f"request {req.id} is {req.state}"), request=req)
+        self.end_access(req.id, RequestState.REVOKED, principal.name,
+                        f"revoked by {principal.name}" + (f": {reason}" if reason else ""))
+        return self.view(req.id)
+
+    def credentials(self, principal: Principal, request_id: str) -> list[dict[str, Any]]:
+        """The minted credentials, returned once; a second call is refused."""
+        now = self._clock.now()
+        with self._uow() as uow:
+            req = uow.requests.get(request_id)
+            denied: rules.Denied | None = None
+            found: list[dict[str, Any]] = []
+            if principal.name != req.requester:
+                denied = rules.Denied("credentials.requester_only",
+                                      "only the requester can fetch the credentials")
+            elif req.state is not RequestState.ACTIVE:
+                denied = rules.Denied("lifecycle.not_active", f"request {req.id} is {req.state}")
+            else:
+                for grant in uow.grants.for_request(req.id):
+                    sealed = uow.grants.take_secret(grant.id)
+                    if sealed is not None:
+                        secret = json.loads(self._box.open(sealed))
+                        found.append({"grant": grant.id, "role": grant.role,
+                                      "target": grant.target, **secret})
+                        self._event(uow, req, principal.name, EventTag.CREDENTIAL_VIEWED,
+                                    grant_id=grant.id, ts=now)
+                if not found:
+                    denied = rules.Denied("credentials.shown_once",
+                                          "the credentials of this request were already shown")
+        if denied is not None:
+            self._refuse(principal, EventTag.CREDENTIAL_REFUSED, denied, request=req)
+        return found
+
+    # -- activation and ending ------------------------------------------------------
+
+    def _begin_activation(self, uow: UnitOfWork, req: AccessRequest, now: datetime) -> None:
+        req.transition(RequestState.ACTIVATING)
+        req.expires_at = now + req.ttl
+        uow.requests.save(req)
+        self._event(uow, req, "broker", EventTag.REQUEST_ACTIVATING,
+                    payload={"expires_at": req.expires_at.isoformat()})
+
+    def _activate(self, request_id: str) -> None:
+        with self._uow() as uow:
+            req = uow.requests.get(request_id)
+        if req.state is not RequestState.ACTIVATING or req.expires_at is None:
+            return
+        issued: list[tuple[Grant, bytes]] = []
+        now = self._clock.now()
+        try:
+            for i, role_name in enumerate(req.roles):
+                role = self.policy.roles[role_name]
+                grant_id = f"{req.id}-g{i}"
+                spec = GrantSpec(grant_id=grant_id, request_id=req.id, principal=req.requester,
+                                 role=role.name, incident=req.incident, grant=role.grant,
+                                 expires_at=req.expires_at)
+                cred = self._connector(role.target).grant(spec)
+                grant = Grant(id=grant_id, request_id=req.id, role=role.name, target=role.target,
+                              target_ref=cred.target_ref, issued_at=now,
+                              expires_at=req.expires_at, artefacts=cred.artefacts)
+                issued.append((grant, self._box.seal(json.dumps(dict(cred.secret)).encode())))
+        except TargetError as exc:
+            for grant, _ in issued:
+                self._try_revoke(grant)
+            with self._uow() as uow:
+                req = uow.requests.get(request_id, for_update=True)
+                req.transition(RequestState.FAILED)
+                req.ended_at, req.end_reason = self._clock.now(), str(exc)
+                uow.requests.save(req)
+                self._event(uow, req, "broker", EventTag.REQUEST_ACTIVATION_FAILED,
+                            outcome="error", reason=str(exc))
+            raise
+        with self._uow() as uow:
+            req = uow.requests.get(request_id, for_update=True)
+            for grant, sealed in issued:
+                uow.grants.add(grant)
+                uow.grants.store_secret(grant.id, sealed)
+                self._event(uow, req, "broker", EventTag.GRANT_ISSUED, grant_id=grant.id,
+                            payload={"role": grant.role, "target": grant.target,
+                                     "target_ref": grant.target_ref,
+                                     "expires_at": grant.expires_at.isoformat()})
+            req.transition(RequestState.ACTIVE)
+            req.activated_at = self._clock.now()
+            uow.requests.save(req)
+            self._event(uow, req, "broker", EventTag.REQUEST_ACTIVE,
+                        payload={"expires_at": grant_expiry(req)})
+
+    def _try_revoke(self, grant: Grant) -> str | None:
+        try:
+            self._connector(grant.target).revoke(grant.target_ref, grant.artefacts)
+        except TargetError as exc:
+            return str(exc)
+        return None
+
+    def end_access(self, request_id: str, final: RequestState, actor: str, reason: str) -> bool:
+        """Revoke every grant of an active request; True when all are gone."""
+        now = self._clock.now()
+        with self._uow() as uow:
+            req = uow.requests.get(request_id, for_update=True)
+            if req.state is RequestState.ACTIVE:
+                req.begin_ending(final, reason, now)
+                uow.requests.save(req)
+            elif req.state is not RequestState.REVOKING:
+                return True
+            grants = [g for g in uow.grants.for_request(req.id) if g.state is GrantState.ACTIVE]
+        outcomes = [(g, self._try_revoke(g)) for g in grants]
+        with self._uow() as uow:
+            req = uow.requests.get(request_id, for_update=True)
+            grant_state = GrantState.EXPIRED if req.end_state is RequestState.EXPIRED else (
+                GrantState.REVOKED)
+            tag = EventTag.GRANT_EXPIRED if grant_state is GrantState.EXPIRED else (
+                EventTag.GRANT_REVOKED)
+            for grant, error in outcomes:
+                if error is None:
+                    uow.grants.set_state(grant.id, grant_state, self._clock.now())
+                    uow.grants.drop_secret(grant.id)
+                    self._event(uow, req, actor, tag, grant_id=grant.id, reason=req.end_reason,
+                                payload={"target": grant.target, "target_ref": grant.target_ref})
+                else:
+                    uow.grants.set_error(grant.id, error)
+                    self._event(uow, req, "broker", EventTag.GRANT_REVOCATION_FAILED,
+                                grant_id=grant.id, outcome="error", reason=error)
+            done = all(error is None for _, error in outcomes)
+            if done:
+                req.finish_ending()
+                uow.requests.save(req)
+                self._event(uow, req, actor, EventTag.REQUEST_ENDED, reason=req.end_reason,
+                            payload={"state": req.state.value})
+        return done
+
+    def expire_due(self) -> int:
+        """End every request whose time is up; return how many were handled."""
+        now = self._clock.now()
+        with self._uow() as uow:
+            due = uow.requests.due_ids(now)
+        handled = 0
+        for request_id in due:
+            with self._uow() as uow:
+                req = uow.requests.get(request_id, for_update=True)
+                if req.state is RequestState.PENDING and req.pending_until <= now:
+                    req.transition(RequestState.EXPIRED)
+                    req.ended_at, req.end_reason = now, "no decision before the pending timeout"
+                    uow.requests.save(req)
+                    self._event(uow, req, "broker", EventTag.REQUEST_EXPIRED,
+                                reason=req.end_reason)
+                    handled += 1
+                    continue
+            if self.end_access(request_id, RequestState.EXPIRED, "broker", "expired"):
+                handled += 1
+        return handled
+
+    def recover(self) -> None:
+        """After a restart: roll back activations that never finished."""
+        with self._uow() as uow:
+            stuck = uow.requests.in_state(RequestState.ACTIVATING)
+        for request_id in stuck:
+            with self._uow() as uow:
+                req = uow.requests.get(request_id, for_update=True)
+                if req.state is not RequestState.ACTIVATING:
+                    continue
+                for i, role_name in enumerate(req.roles):
+                    role = self.policy.roles[role_name]
+                    connector = self._connector(role.target)
+                    planned = connector.planned_ref(f"{req.id}-g{i}")
+                    if planned is not None and planned in connector.list_managed():
+                        connector.revoke(planned)
+                req.transition(RequestState.FAILED)
+                req.ended_at = self._clock.now()
+                req.end_reason = "activation interrupted; rolled back at startup"
+                uow.requests.save(req)
+                self._event(uow, req, "broker", EventTag.REQUEST_ACTIVATION_FAILED,
+                            outcome="error", reason=req.end_reason)
+
+    # -- queries --------------------------------------------------------------------
+
+    def view(self, request_id: str) -> RequestView:
+        with self._uow() as uow:
+            req = uow.requests.get(request_id)
+            grants = uow.grants.for_request(request_id)
+        return RequestView(req, grants, rules.required_approvals(self.policy, req))
+
+    def list(self, **filters: str | None) -> list[RequestView]:
+        with self._uow() as uow:
+            found = uow.requests.list(**filters)  # type: ignore[arg-type]
+            return [
+                RequestView(r, uow.grants.for_request(r.id),
+                            rules.required_approvals(self.policy, r))
+                for r in found
+            ]
+
+    def timeline(self, incident: str) -> list[Event]:
+        with self._uow() as uow:
+            found = list(iter_events(uow.connection, incident=incident))
+        if not found:
+            raise NotFound(f"no events for incident {incident}", rule="incident.not_found")
+        return found
+
+    def next_deadline(self) -> datetime | None:
+        with self._uow() as uow:
+            return uow.requests.next_deadline()
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _connector(self, target: str) -> Connector:
+        connector = self._connectors.get(target)
+        if connector is None:
+            raise Conflict(f"target {target} has no connector configured", rule="target.missing")
+        return connector
+
+    def _event(
+        self,
+        uow: UnitOfWork,
+        req: AccessRequest,
+        actor: str,
+        tag: EventTag,
+        *,
+        grant_id: str | None = None,
+        outcome: str = "ok",
+        reason: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        ts: datetime | None = None,
+    ) -> None:
+        uow.events.append(
+            ts=ts or self._clock.now(),
+            actor=actor,
+            action=tag,
+            outcome=outcome,
+            request_id=req.id,
+            grant_id=grant_id,
+            incident=req.incident,
+            zone=req.zone.value,
+            reason=reason,
+            payload={"state": req.state.value, **(payload or {})},
+        )
+
+
+def grant_expiry(req: AccessRequest) -> str | None:
+    return req.expires_at.isoformat() if req.expires_at else None
+

@@ -1,0 +1,52 @@
+"""Typed settings, read once by :func:`breakglass.bootstrap.bootstrap`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from breakglass.domain.errors import InvalidInput
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", ".")) / ".local" / "share")
+    return Path(base) / "breakglass"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    catalog: Path
+    db_url: str
+    dev: bool = False
+    state_dir: Path = field(default_factory=lambda: default_state_dir(os.environ))
+    secret_key: bytes | None = None
+    expiry_interval: float = 0.5
+    run_expiry: bool = True
+
+    @classmethod
+    def from_env(
+        cls,
+        catalog: str | Path,
+        *,
+        db_url: str | None = None,
+        dev: bool = False,
+        env: Mapping[str, str] | None = None,
+        state_dir: Path | None = None,
+    ) -> Settings:
+        env = os.environ if env is None else env
+        state = state_dir or Path(env.get("BREAKGLASS_STATE_DIR") or default_state_dir(env))
+        url = db_url or env.get("BREAKGLASS_DB") or f"sqlite:///{state / 'breakglass.db'}"
+        key_text = env.get("BREAKGLASS_SECRET_KEY")
+        key = key_text.encode() if key_text else None
+        if key is None and not dev:
+            key_file = env.get("BREAKGLASS_SECRET_KEY_FILE")
+            if not key_file:
+                raise InvalidInput(
+                    "set BREAKGLASS_SECRET_KEY or BREAKGLASS_SECRET_KEY_FILE (a Fernet key for "
+                    "credentials at rest); only --dev generates one by itself",
+                    rule="settings.secret_key",
+                )
+            key = Path(key_file).read_bytes().strip()
+        return cls(catalog=Path(catalog), db_url=url, dev=dev, state_dir=state, secret_key=key)

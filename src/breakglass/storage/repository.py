@@ -1,0 +1,287 @@
+"""Repositories: load and save domain objects, nothing else."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from breakglass.domain.errors import Conflict, NotFound
+from breakglass.domain.model import (
+    AccessRequest,
+    Approval,
+    Grant,
+    GrantState,
+    PrincipalKind,
+    RequestState,
+    Zone,
+)
+from breakglass.storage import tables as t
+
+
+def _request_from_row(row: Any, approvals: list[Approval]) -> AccessRequest:
+    return AccessRequest(
+        id=row.id,
+        requester=row.requester,
+        requester_kind=PrincipalKind(row.requester_kind),
+        requester_teams=frozenset(row.requester_teams),
+        roles=tuple(row.roles),
+        zone=Zone(row.zone),
+        environment=row.environment,
+        incident=row.incident,
+        reason=row.reason,
+        justification=row.justification,
+        ttl=timedelta(seconds=row.ttl_seconds),
+        created_at=row.created_at,
+        pending_until=row.pending_until,
+        state=RequestState(row.state),
+        approvals=approvals,
+        runbook=row.runbook,
+        workload=row.workload,
+        activated_at=row.activated_at,
+        expires_at=row.expires_at,
+        ended_at=row.ended_at,
+        end_reason=row.end_reason,
+        end_state=RequestState(row.end_state) if row.end_state else None,
+        version=row.version,
+    )
+
+
+def _request_values(req: AccessRequest) -> dict[str, Any]:
+    return {
+        "requester": req.requester,
+        "requester_kind": req.requester_kind.value,
+        "requester_teams": sorted(req.requester_teams),
+        "roles": list(req.roles),
+        "zone": req.zone.value,
+        "environment": req.environment,
+        "incident": req.incident,
+        "reason": req.reason,
+        "justification": req.justification,
+        "ttl_seconds": int(req.ttl.total_seconds()),
+        "created_at": req.created_at,
+        "pending_until": req.pending_until,
+        "state": req.state.value,
+        "runbook": req.runbook,
+        "workload": req.workload,
+        "activated_at": req.activated_at,
+        "expires_at": req.expires_at,
+        "ended_at": req.ended_at,
+        "end_reason": req.end_reason,
+        "end_state": req.end_state.value if req.end_state else None,
+    }
+
+
+class RequestRepository:
+    def __init__(self, conn: Connection, *, locking: bool) -> None:
+        self._conn = conn
+        self._locking = locking
+
+    def add(self, req: AccessRequest) -> None:
+        self._conn.execute(insert(t.requests).values(id=req.id, version=0, **_request_values(req)))
+
+    def get(self, request_id: str, *, for_update: bool = False) -> AccessRequest:
+        query = select(t.requests).where(t.requests.c.id == request_id)
+        if for_update and self._locking:
+            query = query.with_for_update()
+        row = self._conn.execute(query).first()
+        if row is None:
+            raise NotFound(f"no request {request_id}", rule="request.not_found")
+        rows = self._conn.execute(
+            select(t.approvals).where(t.approvals.c.request_id == request_id).order_by(
+                t.approvals.c.id
+            )
+        ).all()
+        approvals = [
+            Approval(
+                approver=a.approver,
+                teams=frozenset(a.teams),
+                mfa=a.mfa,
+                at=a.at,
+                comment=a.comment,
+            )
+            for a in rows
+        ]
+        return _request_from_row(row, approvals)
+
+    def save(self, req: AccessRequest) -> None:
+        """Write the request back; the version check makes a lost update impossible."""
+        result = self._conn.execute(
+            update(t.requests)
+            .where(t.requests.c.id == req.id, t.requests.c.version == req.version)
+            .values(version=req.version + 1, **_request_values(req))
+        )
+        if result.rowcount != 1:
+            raise Conflict(f"request {req.id} changed concurrently; retry", rule="concurrency")
+        req.version += 1
+
+    def add_approval(self, request_id: str, approval: Approval) -> None:
+        self._conn.execute(
+            insert(t.approvals).values(
+                request_id=request_id,
+                approver=approval.approver,
+                teams=sorted(approval.teams),
+                mfa=approval.mfa,
+                at=approval.at,
+                comment=approval.comment,
+            )
+        )
+
+    def list(
+        self,
+        *,
+        state: str | None = None,
+        incident: str | None = None,
+        requester: str | None = None,
+        limit: int = 200,
+    ) -> list[AccessRequest]:
+        query = select(t.requests.c.id).order_by(t.requests.c.created_at.desc()).limit(limit)
+        if state:
+            query = query.where(t.requests.c.state == state)
+        if incident:
+            query = query.where(t.requests.c.incident == incident)
+        if requester:
+            query = query.where(t.requests.c.requester == requester)
+        return [self.get(r.id) for r in self._conn.execute(query).all()]
+
+    def due_ids(self, now: datetime, limit: int = 100) -> list[str]:
+        """Requests whose access or whose wait has run out, oldest first."""
+        active = (
+            select(t.requests.c.id)
+            .where(
+                t.requests.c.state.in_([RequestState.ACTIVE.value, RequestState.REVOKING.value]),
+                t.requests.c.expires_at <= now,
+            )
+            .order_by(t.requests.c.expires_at)
+            .limit(limit)
+        )
+        pending = (
+            select(t.requests.c.id)
+            .where(
+                t.requests.c.state == RequestState.PENDING.value,
+                t.requests.c.pending_until <= now,
+            )
+            .limit(limit)
+        )
+        return [r.id for r in self._conn.execute(active)] + [
+            r.id for r in self._conn.execute(pending)
+        ]
+
+    def in_state(self, state: RequestState) -> list[str]:
+        return [
+            r.id
+            for r in self._conn.execute(
+                select(t.requests.c.id).where(t.requests.c.state == state.value)
+            )
+        ]
+
+    def next_deadline(self) -> datetime | None:
+        """The nearest expiry or pending timeout: when the expiry loop must wake."""
+        active = self._conn.execute(
+            select(func.min(t.requests.c.expires_at)).where(
+                t.requests.c.state.in_([RequestState.ACTIVE.value, RequestState.REVOKING.value])
+            )
+        ).scalar()
+        pending = self._conn.execute(
+            select(func.min(t.requests.c.pending_until)).where(
+                t.requests.c.state == RequestState.PENDING.value
+            )
+        ).scalar()
+        values = [v for v in (active, pending) if v is not None]
+        if not values:
+            return None
+        found = min(values)
+        assert isinstance(found, datetime)
+        return t.UTCDateTime().process_result_value(found, self._conn.dialect)
+
+
+class GrantRepository:
+    def __init__(self, conn: Connection, *, locking: bool) -> None:
+        self._conn = conn
+        self._locking = locking
+
+    def add(self, grant: Grant) -> None:
+        self._conn.execute(
+            insert(t.grants).values(
+                id=grant.id,
+                request_id=grant.request_id,
+                role=grant.role,
+                target=grant.target,
+                target_ref=grant.target_ref,
+                issued_at=grant.issued_at,
+                expires_at=grant.expires_at,
+                state=grant.state.value,
+                revoked_at=grant.revoked_at,
+                artefacts=list(grant.artefacts),
+            )
+        )
+
+    def for_request(self, request_id: str) -> list[Grant]:
+        rows = self._conn.execute(
+            select(t.grants).where(t.grants.c.request_id == request_id).order_by(t.grants.c.id)
+        ).all()
+        return [
+            Grant(
+                id=r.id,
+                request_id=r.request_id,
+                role=r.role,
+                target=r.target,
+                target_ref=r.target_ref,
+                issued_at=r.issued_at,
+                expires_at=r.expires_at,
+                state=GrantState(r.state),
+                revoked_at=r.revoked_at,
+                artefacts=tuple(r.artefacts),
+            )
+            for r in rows
+        ]
+
+    def last_error(self, grant_id: str) -> str | None:
+        value = self._conn.execute(
+            select(t.grants.c.last_error).where(t.grants.c.id == grant_id)
+        ).scalar()
+        return None if value is None else str(value)
+
+    def set_state(
+        self, grant_id: str, state: GrantState, at: datetime | None, error: str | None = None
+    ) -> None:
+        self._conn.execute(
+            update(t.grants)
+            .where(t.grants.c.id == grant_id)
+            .values(state=state.value, revoked_at=at, last_error=error)
+        )
+
+    def set_error(self, grant_id: str, error: str) -> None:
+        self._conn.execute(
+            update(t.grants).where(t.grants.c.id == grant_id).values(last_error=error)
+        )
+
+    def extend(self, grant_id: str, expires_at: datetime) -> None:
+        self._conn.execute(
+            update(t.grants).where(t.grants.c.id == grant_id).values(expires_at=expires_at)
+        )
+
+    def managed_refs(self, target: str) -> set[str]:
+        rows = self._conn.execute(
+            select(t.grants.c.target_ref).where(
+                t.grants.c.target == target, t.grants.c.state == GrantState.ACTIVE.value
+            )
+        )
+        return {r.target_ref for r in rows}
+
+    def store_secret(self, grant_id: str, ciphertext: bytes) -> None:
+        self._conn.execute(insert(t.credentials).values(grant_id=grant_id, ciphertext=ciphertext))
+
+    def take_secret(self, grant_id: str) -> bytes | None:
+        """Return the stored secret and delete it: a credential is shown once."""
+        value = self._conn.execute(
+            select(t.credentials.c.ciphertext).where(t.credentials.c.grant_id == grant_id)
+        ).scalar()
+        if value is None:
+            return None
+        self._conn.execute(delete(t.credentials).where(t.credentials.c.grant_id == grant_id))
+        return bytes(value)
+
+    def drop_secret(self, grant_id: str) -> None:
+        self._conn.execute(delete(t.credentials).where(t.credentials.c.grant_id == grant_id))
