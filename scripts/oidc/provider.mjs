@@ -11,7 +11,8 @@
 // An MFA login carries amr ["pwd", "mfa"]; erin's carries ["pwd"] only.
 //
 // Clients:
-//   breakglass-cli  public client: device flow (and code + PKCE), refresh tokens
+//   breakglass-cli  public native client: device flow, code + PKCE on a loopback
+//                   redirect (http://127.0.0.1:<any port>/callback), refresh tokens
 //   broker          confidential (secret "broker-secret"): code + PKCE, device flow,
 //                   client_credentials, refresh tokens; redirect http://127.0.0.1:9/cb
 //   ml-pipeline     workload (secret "pipeline-secret"): client_credentials only
@@ -51,7 +52,9 @@ const configuration = {
     {
       client_id: 'breakglass-cli',
       token_endpoint_auth_method: 'none',
-      redirect_uris: ['http://127.0.0.1:9/cb'],
+      // native: any loopback port is accepted for these redirects (RFC 8252 7.3)
+      application_type: 'native',
+      redirect_uris: ['http://127.0.0.1:9/cb', 'http://127.0.0.1/callback'],
       grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'authorization_code', 'refresh_token'],
       response_types: ['code'],
     },

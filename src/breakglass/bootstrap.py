@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from breakglass.catalog.loader import LoadedCatalog, load_catalog
 from breakglass.connectors import Connector, connector_class
-from breakglass.domain.errors import CatalogError, Unauthenticated
+from breakglass.domain.errors import CatalogError, NotFound, Unauthenticated
 from breakglass.domain.events import EventTag
 from breakglass.domain.policy import Denied
 from breakglass.identity.devissuer import DevIssuer
@@ -47,7 +47,8 @@ class Container:
 
     def dev_login(self, username: str) -> tuple[str, int]:
         """Issue a dev token for a directory user (``serve --dev`` only)."""
-        assert self.dev_issuer is not None
+        if self.dev_issuer is None:
+            raise NotFound("dev login needs a --dev server", rule="identity.dev_disabled")
         catalog = self.loaded.catalog
         entry = catalog.directory.get(username)
         shared = {s.lower() for s in catalog.identity.shared_accounts}

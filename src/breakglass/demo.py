@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from rich.console import Console
 
-from breakglass.cli import render
 from breakglass.server import run_server
 
 CATALOG = Path(__file__).resolve().parent / "examples" / "catalog.yaml"
@@ -95,7 +95,7 @@ def local_postgres(workdir: Path) -> Iterator[str | None]:
 
 def run_demo(port: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="breakglass-demo-"))
-    os.chmod(workdir, 0o755)
+    os.chmod(workdir, 0o755)  # noqa: S103 - the postgres account must reach its data dir
     server = f"http://127.0.0.1:{port}"
     with local_postgres(workdir / "pg") as dsn:
         if dsn is not None:
@@ -103,7 +103,7 @@ def run_demo(port: int) -> None:
             target = "a private PostgreSQL cluster (feature store with features.* tables)"
         else:
             target = "no PostgreSQL binaries found: set FEATURE_STORE_DSN to a real server"
-        render.out.print(f"""[bold]breakglass demo[/] on {server}
+        Console(highlight=False).print(f"""[bold]breakglass demo[/] on {server}
   database: SQLite in {workdir}
   target:   {target}
   identity: dev issuer for the catalog's directory (alice, bob: platform on-call; carol,
@@ -113,7 +113,8 @@ Try, in another terminal:
   export BREAKGLASS_SERVER={server}
   breakglass login --dev alice
   breakglass request feature-store-read --incident INC-123 --reason recovery --ttl 2m
-  eval "$(breakglass creds <REQUEST_ID> --format env)" && psql -c 'SELECT * FROM features.online LIMIT 3'
+  eval "$(breakglass creds <REQUEST_ID> --format env)"
+  psql -c 'SELECT * FROM features.online LIMIT 3'
   breakglass list ; breakglass timeline INC-123
 Zone C needs two approvers outside alice's team:
   breakglass request feature-store-write --incident INC-123 --reason data_integrity

@@ -125,5 +125,5 @@ class Credentials(BaseModel):
 
 class TokenOut(BaseModel):
     access_token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
     expires_in: int

@@ -161,17 +161,23 @@ class S3ObjectLockAnchor(Anchor):
 
     def _keys_after(self, key_marker: str | None) -> Iterator[str]:
         """Checkpoint keys after ``key_marker`` in order, delete-marked ones included."""
-        kwargs: dict[str, str] = {"Bucket": self.bucket, "Prefix": self.prefix}
-        if key_marker:
-            kwargs["KeyMarker"] = key_marker
+        marker = key_marker or ""
         seen: str | None = None
         try:
-            for page in self.client.get_paginator("list_object_versions").paginate(**kwargs):
+            while True:
+                page = self.client.list_object_versions(
+                    Bucket=self.bucket, Prefix=self.prefix, KeyMarker=marker
+                )
                 entries = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
                 for key in sorted({e["Key"] for e in entries if "Key" in e}):
                     if key != seen and _NAME.fullmatch(key[len(self.prefix) :]):
                         seen = key
                         yield key
+                if not page.get("IsTruncated"):
+                    return
+                marker = page.get("NextKeyMarker", "")
+                if not marker:
+                    return
         except (ClientError, BotoCoreError) as exc:
             raise AuditError(f"cannot list checkpoints in {self.bucket}: {exc}") from exc
 

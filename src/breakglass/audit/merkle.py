@@ -136,8 +136,7 @@ def _mth(level: list[bytes]) -> bytes:
     """
     while len(level) > 1:
         paired = [
-            _sha256(b"\x01" + level[i] + level[i + 1]).digest()
-            for i in range(0, len(level) - 1, 2)
+            _sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
         ]
         if len(level) & 1:
             paired.append(level[-1])

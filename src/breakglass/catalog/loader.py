@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from breakglass.catalog.schema import Catalog
+from breakglass.catalog.schema import Catalog, RoleConfig
 from breakglass.connectors import connector_class, connector_types
 from breakglass.domain.errors import CatalogError
 from breakglass.domain.model import Policy, RoleDef, Runbook, Zone, ZonePolicy
@@ -38,19 +38,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
         seen.add(key)
     loader.flatten_mapping(node)
-    return dict(loader.construct_pairs(node))  # type: ignore[no-untyped-call]
+    return dict(loader.construct_pairs(node))
 
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 
@@ -68,7 +68,10 @@ def _expand(value: Any, path: str, env: Mapping[str, str], missing: list[str]) -
 
         return _VAR.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _expand(v, f"{path}.{k}" if path else str(k), env, missing) for k, v in value.items()}
+        return {
+            k: _expand(v, f"{path}.{k}" if path else str(k), env, missing)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_expand(v, f"{path}[{i}]", env, missing) for i, v in enumerate(value)]
     return value
@@ -116,10 +119,27 @@ def parse_catalog(
 
 def cross_check(catalog: Catalog) -> list[str]:
     """Rules that span sections: references exist, runbooks stay out of zone C, ..."""
+    errors = [f"zones.{zone}: missing" for zone in ("A", "B", "C") if zone not in catalog.zones]
+    errors += _check_targets(catalog)
+    for name, role in catalog.roles.items():
+        errors += _check_role(catalog, name, role)
+    errors += _check_runbooks(catalog)
+    errors += [
+        f"workloads.{name}.target: unknown target '{w.target}'"
+        for name, w in catalog.workloads.items()
+        if w.target not in catalog.targets
+    ]
+    shared = {s.lower() for s in catalog.identity.shared_accounts}
+    errors += [
+        f"directory.{user}: listed as a shared account"
+        for user in catalog.directory
+        if user.lower() in shared
+    ]
+    return errors
+
+
+def _check_targets(catalog: Catalog) -> list[str]:
     errors: list[str] = []
-    for zone in ("A", "B", "C"):
-        if zone not in catalog.zones:
-            errors.append(f"zones.{zone}: missing")
     for name, target in catalog.targets.items():
         cls = connector_class(target.type)
         if cls is None:
@@ -128,28 +148,36 @@ def cross_check(catalog: Catalog) -> list[str]:
                 f"(known: {', '.join(connector_types())})"
             )
             continue
-        errors.extend(f"targets.{name}: {e}" for e in cls.validate_config(target.connector_config()))
-    for name, role in catalog.roles.items():
-        target = catalog.targets.get(role.target)
-        if target is None:
-            errors.append(f"roles.{name}.target: unknown target '{role.target}'")
-            continue
-        if role.max_ttl is not None and role.zone in catalog.zones:
-            if role.max_ttl > catalog.zones[role.zone].max_ttl:
-                errors.append(
-                    f"roles.{name}.max_ttl: longer than zone {role.zone}'s max_ttl "
-                    "(a role may only tighten it)"
-                )
-        cls = connector_class(target.type)
-        if cls is not None:
-            grant = dict(role.grant)
-            errors.extend(f"roles.{name}.grant: {e}" for e in cls.validate_grant(grant))
-            if role.zone != "C" and any(
-                grant.get(flag) for flag in ("allow_dangerous", "allow_identity_changes")
-            ):
-                errors.append(
-                    f"roles.{name}.grant: dangerous or identity-changing grants are zone C only"
-                )
+        config = target.connector_config()
+        errors.extend(f"targets.{name}: {e}" for e in cls.validate_config(config))
+    return errors
+
+
+def _check_role(catalog: Catalog, name: str, role: RoleConfig) -> list[str]:
+    target = catalog.targets.get(role.target)
+    if target is None:
+        return [f"roles.{name}.target: unknown target '{role.target}'"]
+    errors: list[str] = []
+    zone = catalog.zones.get(role.zone)
+    if role.max_ttl is not None and zone is not None and role.max_ttl > zone.max_ttl:
+        errors.append(
+            f"roles.{name}.max_ttl: longer than zone {role.zone}'s max_ttl "
+            "(a role may only tighten it)"
+        )
+    cls = connector_class(target.type)
+    if cls is not None:
+        grant = dict(role.grant)
+        errors.extend(f"roles.{name}.grant: {e}" for e in cls.validate_grant(grant))
+        risky = any(grant.get(flag) for flag in ("allow_dangerous", "allow_identity_changes"))
+        if risky and role.zone != "C":
+            errors.append(
+                f"roles.{name}.grant: dangerous or identity-changing grants are zone C only"
+            )
+    return errors
+
+
+def _check_runbooks(catalog: Catalog) -> list[str]:
+    errors: list[str] = []
     for rb_id, runbook in catalog.runbooks.items():
         for role_name in runbook.roles:
             role_cfg = catalog.roles.get(role_name)
@@ -159,15 +187,11 @@ def cross_check(catalog: Catalog) -> list[str]:
                 errors.append(
                     f"runbooks.{rb_id}.roles: '{role_name}' is zone C; runbooks never cover zone C"
                 )
-        for code in runbook.auto_approve.reason_codes:
-            if code not in catalog.reason_codes:
-                errors.append(f"runbooks.{rb_id}.auto_approve.reason_codes: unknown '{code}'")
-    for name, workload in catalog.workloads.items():
-        if workload.target not in catalog.targets:
-            errors.append(f"workloads.{name}.target: unknown target '{workload.target}'")
-    for user in catalog.directory:
-        if user.lower() in {s.lower() for s in catalog.identity.shared_accounts}:
-            errors.append(f"directory.{user}: listed as a shared account")
+        errors += [
+            f"runbooks.{rb_id}.auto_approve.reason_codes: unknown '{code}'"
+            for code in runbook.auto_approve.reason_codes
+            if code not in catalog.reason_codes
+        ]
     return errors
 
 

@@ -145,7 +145,9 @@ class Catalog(Strict):
     identity: IdentityConfig = IdentityConfig()
     incident: IncidentConfig = IncidentConfig()
     reason_codes: list[str] = Field(
-        default_factory=lambda: ["containment", "recovery", "data_integrity", "service_restoration"],
+        default_factory=lambda: [
+            "containment", "recovery", "data_integrity", "service_restoration"
+        ],
         min_length=1,
     )
     zones: dict[Literal["A", "B", "C"], ZoneConfig]

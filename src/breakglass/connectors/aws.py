@@ -1,37 +1,33 @@
 """AWS connector: short-lived STS sessions on a pre-provisioned emergency role.
 
 The broker never creates an IAM user, access key or role. A grant is one
-``sts:AssumeRole`` on the target's emergency role (whose trust policy lets the
-broker ``sts:AssumeRole``, ``sts:TagSession`` and ``sts:SetSourceIdentity``;
-whose own policies are the ceiling), narrowed by a session policy: the role's
-``grant`` block as an Allow plus :data:`GUARDRAILS` as Denies. Target config::
+``sts:AssumeRole`` on the target's emergency role (its trust policy lets the
+broker ``sts:AssumeRole``, ``sts:TagSession``, ``sts:SetSourceIdentity``; its
+own policies are the ceiling), narrowed by a session policy: the role's
+``grant`` block as an Allow, :data:`GUARDRAILS` as Denies. Configuration::
 
-    cloud-prod: {type: aws, environment: prod, region: eu-west-1,   # default us-east-1
+    cloud-prod: {type: aws, environment: prod, region: eu-west-1,  # default us-east-1
                  role_arn: "arn:aws:iam::123456789012:role/breakglass-emergency",
-                 external_id: "${BG_AWS_EXTERNAL_ID}",              # optional
-                 endpoint_url: "http://127.0.0.1:55000"}            # optional: an emulator
+                 external_id: "${BG_AWS_EXTERNAL_ID}"}  # optional; endpoint_url for emulators
+    grant: {actions: [logs:GetLogEvents], resources: ["*"], conditions: {...}}  # a role's
 
 The broker's own credentials come from the standard boto3 chain (environment,
-instance profile), never from the catalog. Role grant block::
+instance profile), never from the catalog.
 
-    grant: {actions: [logs:GetLogEvents, "cloudwatch:Get*"], resources: ["*"],
-            conditions: {StringEquals: {aws:RequestedRegion: eu-west-1}}}
+Expiry: STS sessions last 900 to 43,200 s (at most the role's MaxSessionDuration)
+and cannot be extended. A grant under 15 minutes still gets a 15-minute native
+expiry: the broker's revoke at ``expires_at`` is the lock, native expiry the
+backstop while the broker is down.
 
-Expiry: an STS session lasts 900 to 43,200 s (and at most the role's
-MaxSessionDuration). A grant under 15 minutes still carries a 15-minute native
-expiry: the broker's revoke at ``expires_at`` is the lock, the native expiry the
-backstop while the broker is down. STS credentials cannot be extended.
+Revocation: STS sessions cannot be deleted. Like the console's "Revoke active
+sessions", but for one session, revoke puts an inline policy
+``breakglass-revoke-<session>-<native expiry, epoch s>`` on the role that denies
+everything to ``aws:userid`` ``<role id>:<session>``; other sessions live on.
+:meth:`AwsStsConnector.cleanup_expired_revocations` deletes it after the native
+expiry (a role's inline policies share a 10,240-character quota).
 
-Revocation: STS sessions cannot be deleted. Revoke does what the console's
-"Revoke active sessions" does, scoped to one session: an inline policy
-``breakglass-revoke-<session>-<native expiry, epoch s>`` on the emergency role
-denies everything to ``aws:userid`` ``<role id>:<session>``; other sessions stay
-alive. Past the native expiry it is dead weight (a role's inline policies share
-a 10,240-character quota), so :meth:`AwsStsConnector.cleanup_expired_revocations`
-deletes it; revoke runs it first.
-
-Drift: STS sessions are not enumerable, so ``list_managed`` returns nothing and
-``verify`` only knows whether a session was revoked; native expiry is the backstop.
+Drift: STS sessions are not enumerable: ``list_managed`` returns nothing and
+``verify`` only knows whether a session was revoked.
 """
 
 from __future__ import annotations
@@ -76,33 +72,27 @@ CLEANUP_GRACE: Final = timedelta(minutes=5)
 # fmt: off
 GUARDRAILS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
     "NoLongLivedCredentials": (
-        "iam:CreateUser", "iam:CreateAccessKey", "iam:UpdateAccessKey",
-        "iam:CreateLoginProfile", "iam:UpdateLoginProfile",
-        "iam:CreateServiceSpecificCredential", "iam:UploadSSHPublicKey",
+        "iam:CreateUser", "iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:CreateLoginProfile",
+        "iam:UpdateLoginProfile", "iam:CreateServiceSpecificCredential", "iam:UploadSSHPublicKey",
     ),
     "NoTrustPolicyEdits": ("iam:UpdateAssumeRolePolicy",),
     "NoRoleChaining": ("sts:AssumeRole",),
     "NoOrganizationChanges": ("organizations:*",),
-    "ForceApiLogging": (
-        "cloudtrail:StopLogging", "cloudtrail:DeleteTrail", "cloudtrail:UpdateTrail",
-        "cloudtrail:PutEventSelectors",
-    ),
+    "ForceApiLogging": ("cloudtrail:StopLogging", "cloudtrail:DeleteTrail",
+                        "cloudtrail:UpdateTrail", "cloudtrail:PutEventSelectors"),
     "RestrictEgress": (
-        "ec2:AuthorizeSecurityGroupEgress", "ec2:CreateInternetGateway",
+        "ec2:AuthorizeSecurityGroupEgress", "ec2:CreateInternetGateway", "ec2:CreateNatGateway",
         "ec2:AttachInternetGateway", "ec2:CreateEgressOnlyInternetGateway",
-        "ec2:CreateNatGateway", "ec2:CreateVpcPeeringConnection",
+        "ec2:CreateVpcPeeringConnection",
     ),
 })
 # fmt: on
-"""Actions every emergency session is denied, whatever its grant says (SPEC S2.8).
+"""Actions every session is denied whatever its grant says (SPEC S2.8), by ``Sid``.
 
-Keyed by the statement ``Sid`` that says why: no long-lived keys or logins, no
-trust-policy edits, no role chaining (a chained session escapes both the
-session policy and the per-session revocation), no organization changes, API
-logging stays on, no new egress paths. An explicit Deny beats any Allow, so
-``allow_identity_changes`` cannot switch these off. :func:`session_policy` adds
-one more: no IAM action on the emergency role itself, so a session cannot lift
-its own revocation.
+Role chaining is denied because a chained session escapes both the session
+policy and its revocation. A Deny beats any Allow, so ``allow_identity_changes``
+cannot lift these. :func:`session_policy` also denies ``iam:*`` on the emergency
+role itself, so a session cannot remove its own revocation.
 """
 
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
@@ -112,7 +102,6 @@ _CONFIG_CHECKS = (
     ("endpoint_url", re.compile(r"^https?://\S+$"), "must be an http:// or https:// URL"),
     ("external_id", re.compile(r"^[\w+=,.@:/-]{2,1224}$"), "must be 2-1224 of [\\w+=,.@:/-]"),
 )
-_REFERENCE = re.compile(r"^\$\{\w+\}$")  # resolved from the environment by the catalog
 _PLAINTEXT_CREDENTIAL = re.compile(r"secret|access_key|session_token")
 _ACTION = re.compile(r"^([a-z0-9-]+):([A-Za-z0-9*?]+)$")
 _READ_ONLY_IAM_VERBS = ("Get", "List", "Generate", "Simulate")
@@ -139,22 +128,16 @@ def session_policy(grant: Mapping[str, Any], role_arn: str) -> str:
     denies :data:`GUARDRAILS` and any IAM action on the emergency role itself.
     Raises :class:`TargetError` when the document exceeds STS's 2,048 characters.
     """
-    allow: dict[str, Any] = {"Sid": "BreakglassGrant", "Effect": "Allow"}
-    allow |= {
-        "Action": list(grant.get("actions", ())),
-        "Resource": list(grant.get("resources", ())),
-    }
+    actions, resources = list(grant.get("actions", ())), list(grant.get("resources", ()))
+    allow = {"Sid": "BreakglassGrant", "Effect": "Allow", "Action": actions, "Resource": resources}
     if grant.get("conditions"):
         allow["Condition"] = grant["conditions"]
-    statements = [allow]
-    statements += [
-        {"Sid": sid, "Effect": "Deny", "Action": list(actions), "Resource": "*"}
-        for sid, actions in GUARDRAILS.items()
+    denies = [
+        {"Sid": sid, "Effect": "Deny", "Action": list(guarded), "Resource": "*"}
+        for sid, guarded in GUARDRAILS.items()
     ]
-    statements.append(
-        {"Sid": "ProtectEmergencyRole", "Effect": "Deny", "Action": "iam:*", "Resource": role_arn}
-    )
-    document = _policy_json(statements)
+    own_role = {"Sid": "ProtectEmergencyRole", "Effect": "Deny", "Action": "iam:*"}
+    document = _policy_json([allow, *denies, own_role | {"Resource": role_arn}])
     if len(document) > MAX_SESSION_POLICY_CHARS:
         raise TargetError(
             f"session policy is {len(document)} characters, STS accepts at most "
@@ -193,17 +176,13 @@ def parse_revoke_policy_name(name: str) -> tuple[str, datetime] | None:
     return session, datetime.fromtimestamp(int(epoch), UTC)
 
 
-def _action_errors(action: object, allow_identity_changes: bool) -> list[str]:
+def _action_errors(action: object, identity_ok: bool) -> list[str]:
     match = _ACTION.match(action) if isinstance(action, str) else None
     if match is None:
         return [f"action {action!r} is not service:Action (no bare '*', no wildcard service)"]
     service, verb = match.groups()
-    if service == "iam" and not verb.startswith(_READ_ONLY_IAM_VERBS):
-        if not allow_identity_changes:
-            return [
-                f"action {action!r} can change IAM identities or policies: it needs "
-                "allow_identity_changes: true (zone C roles only)"
-            ]
+    if service == "iam" and not verb.startswith(_READ_ONLY_IAM_VERBS) and not identity_ok:
+        return [f"{action!r} can change IAM: needs allow_identity_changes (zone C only)"]
     return []
 
 
@@ -236,17 +215,15 @@ class AwsStsConnector(Connector):
             value = config.get(key, DEFAULT_REGION if key == "region" else None)
             if value is None and key != "role_arn":
                 continue
-            if not isinstance(value, str) or not (_REFERENCE.match(value) or pattern.match(value)):
+            if not isinstance(value, str) or not pattern.match(value):
                 errors.append(f"{key} {problem}")
         return errors
 
     @classmethod
     def validate_grant(cls, grant: Mapping[str, Any]) -> list[str]:
-        """Refuse bare ``*``, wildcard services and, unless the block says
-        ``allow_identity_changes: true``, every IAM action that is not a read
-        (``Get*``, ``List*``, ``Generate*``, ``Simulate*``). The catalog layer
-        accepts ``allow_identity_changes`` on zone C roles only. Guardrails apply
-        either way."""
+        """Refuse ``*``, wildcard services and, without ``allow_identity_changes: true``
+        (which the catalog accepts on zone C roles only), any IAM action but
+        ``Get*``/``List*``/``Generate*``/``Simulate*``. Guardrails apply either way."""
         errors = [f"unknown key {key!r} in aws grant" for key in sorted(set(grant) - _GRANT_KEYS)]
         identity_changes = grant.get("allow_identity_changes", False)
         if not isinstance(identity_changes, bool):
@@ -276,17 +253,11 @@ class AwsStsConnector(Connector):
                 errors.append(exc.message)
         return errors
 
-    @property
-    def _role_arn(self) -> str:
-        return str(self.config["role_arn"])
-
-    @property
-    def _role_name(self) -> str:
-        return self._role_arn.rsplit("/", 1)[-1]
-
-    @property
-    def _region(self) -> str:
-        return str(self.config.get("region") or DEFAULT_REGION)
+    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+        super().__init__(name, config)
+        self.role_arn = str(config.get("role_arn", ""))
+        self.role_name = self.role_arn.rsplit("/", 1)[-1]
+        self.region = str(config.get("region") or DEFAULT_REGION)
 
     @cached_property
     def _sts(self) -> STSClient:
@@ -298,7 +269,7 @@ class AwsStsConnector(Connector):
 
     def _client_options(self) -> dict[str, Any]:
         endpoint = self.config.get("endpoint_url")
-        return {"region_name": self._region, "endpoint_url": endpoint, "config": _BOTO_CONFIG}
+        return {"region_name": self.region, "endpoint_url": endpoint, "config": _BOTO_CONFIG}
 
     @contextmanager
     def _aws_call(self, operation: str) -> Iterator[None]:
@@ -313,21 +284,18 @@ class AwsStsConnector(Connector):
             raise TargetError(f"aws target {self.name}: {operation} failed: {exc}") from exc
 
     def grant(self, spec: GrantSpec) -> IssuedCredential:
-        """Assume the emergency role for one grant.
-
-        The one artefact names the revocation policy revoke would put; the name
-        carries the session's native expiry, which revoke and cleanup need.
-        """
+        """Assume the emergency role for one grant. The one artefact names the
+        revocation policy revoke would put, whose name carries the native expiry."""
         now = datetime.now(UTC)
         if spec.expires_at <= now:
             raise TargetError(f"grant {spec.grant_id} has already expired")
         session = session_name(spec.grant_id)
         tags = {"request": spec.request_id, "incident": spec.incident, "principal": spec.principal}
         params: AssumeRoleRequestTypeDef = {
-            "RoleArn": self._role_arn,
+            "RoleArn": self.role_arn,
             "RoleSessionName": session,
             "DurationSeconds": session_seconds(spec.expires_at, now),
-            "Policy": session_policy(spec.grant, self._role_arn),
+            "Policy": session_policy(spec.grant, self.role_arn),
             "Tags": [
                 {"Key": f"breakglass:{key}", "Value": _TAG_UNSAFE.sub("_", value)[:256]}
                 for key, value in tags.items()
@@ -345,7 +313,7 @@ class AwsStsConnector(Connector):
             "access_key_id": credentials["AccessKeyId"],
             "secret_access_key": credentials["SecretAccessKey"],
             "session_token": credentials["SessionToken"],
-            "region": self._region,
+            "region": self.region,
             "expires_at": native_expiry.isoformat(),
             "session_name": session,
         }
@@ -354,10 +322,7 @@ class AwsStsConnector(Connector):
 
     def revoke(self, target_ref: str, artefacts: tuple[str, ...] = ()) -> None:
         """Deny everything to this one session until its native expiry. Idempotent.
-
-        Without the artefact from grant the native expiry is unknown, and the
-        revocation is kept for the longest session STS allows.
-        """
+        Without grant's artefact the revocation lasts the longest session STS allows."""
         if not target_ref.startswith(MARKER_PREFIX):
             raise TargetError(f"{target_ref!r} is not a breakglass session name")
         now = datetime.now(UTC)
@@ -367,18 +332,16 @@ class AwsStsConnector(Connector):
         if native_expiry + CLEANUP_GRACE <= now or target_ref in self._revoked_sessions():
             return
         with self._aws_call("iam:PutRolePolicy"):
-            role_id = self._iam.get_role(RoleName=self._role_name)["Role"]["RoleId"]
+            role_id = self._iam.get_role(RoleName=self.role_name)["Role"]["RoleId"]
             self._iam.put_role_policy(
-                RoleName=self._role_name,
+                RoleName=self.role_name,
                 PolicyName=revoke_policy_name(target_ref, native_expiry),
                 PolicyDocument=revocation_policy(f"{role_id}:{target_ref}"),
             )
 
     def cleanup_expired_revocations(self, now: datetime) -> list[str]:
         """Delete the revocation policies of sessions past their native expiry.
-
-        Idempotent; returns the policy names deleted. Run it from the expiry loop.
-        """
+        Idempotent; returns the policy names deleted. Run it from the expiry loop."""
         expired = [
             name
             for names in self._revoked_sessions().values()
@@ -391,14 +354,14 @@ class AwsStsConnector(Connector):
                 self._aws_call("iam:DeleteRolePolicy"),
                 suppress(self._iam.exceptions.NoSuchEntityException),
             ):
-                self._iam.delete_role_policy(RoleName=self._role_name, PolicyName=name)
+                self._iam.delete_role_policy(RoleName=self.role_name, PolicyName=name)
         return expired
 
     def _revoked_sessions(self) -> dict[str, list[str]]:
         sessions: dict[str, list[str]] = {}
         paginator = self._iam.get_paginator("list_role_policies")
         with self._aws_call("iam:ListRolePolicies"):
-            for page in paginator.paginate(RoleName=self._role_name):
+            for page in paginator.paginate(RoleName=self.role_name):
                 for name in page["PolicyNames"]:
                     if parsed := parse_revoke_policy_name(name):
                         sessions.setdefault(parsed[0], []).append(name)
@@ -412,9 +375,8 @@ class AwsStsConnector(Connector):
         """Always empty: STS sessions cannot be listed; native expiry is the backstop."""
         return []
 
-    def extend(self, target_ref: str, expires_at: datetime) -> None:
-        """STS credentials keep the expiry they were minted with; nothing to move."""
-        del target_ref, expires_at
+    def planned_ref(self, grant_id: str) -> str:
+        return session_name(grant_id)
 
     def inventory(self) -> list[StandingPrivilege]:
         """Users with an active access key, and users, groups and roles with
@@ -429,21 +391,18 @@ class AwsStsConnector(Connector):
                         subject = f"{kind}/{entity[name_key]}"
                         found += self._policy_findings(subject, entity, inline_key)
                         if kind == "user":
-                            found += self._active_keys(entity[name_key])
+                            keys = self._iam.list_access_keys(UserName=entity[name_key])
+                            found += [
+                                StandingPrivilege(self.name, subject, "long-lived access key", kid)
+                                for key in keys["AccessKeyMetadata"]
+                                if key.get("Status") == "Active" and (kid := key.get("AccessKeyId"))
+                            ]
         return found
-
-    def _active_keys(self, user: str) -> list[StandingPrivilege]:
-        keys = self._iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
-        return [
-            StandingPrivilege(self.name, f"user/{user}", "long-lived access key", key_id)
-            for key in keys
-            if key.get("Status") == "Active" and (key_id := key.get("AccessKeyId", ""))
-        ]
 
     def _policy_findings(
         self, subject: str, entity: Mapping[str, Any], inline_key: str
     ) -> list[StandingPrivilege]:
-        note = " (the broker's emergency role)" if subject == f"role/{self._role_name}" else ""
+        note = " (the broker's emergency role)" if subject == f"role/{self.role_name}" else ""
         findings = [
             StandingPrivilege(self.name, subject, "AdministratorAccess attached", arn + note)
             for policy in entity.get("AttachedManagedPolicies", [])

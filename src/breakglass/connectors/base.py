@@ -122,7 +122,7 @@ class Connector(abc.ABC):
         long-lived keys), whether or not the broker made them. Default: none known."""
         return []
 
-    def extend(self, target_ref: str, expires_at: datetime) -> None:  # noqa: B027
+    def extend(self, target_ref: str, expires_at: datetime) -> None:
         """Move native expiry on the target, where it has one. Default: nothing to move."""
         del target_ref, expires_at
 

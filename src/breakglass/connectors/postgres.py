@@ -34,7 +34,9 @@ from breakglass.connectors.base import (
 )
 from breakglass.domain.errors import TargetError
 
-PRIVILEGES = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"})
+PRIVILEGES = frozenset(
+    {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
+)
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
 _TABLE = re.compile(rf"^({_IDENT})\.({_IDENT}|\*)$")
 _ROLE = re.compile(rf"^{MARKER_PREFIX}[a-z0-9_]{{1,40}}$")

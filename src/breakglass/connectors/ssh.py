@@ -94,34 +94,36 @@ class SshCertificateConnector(Connector):
     def validate_config(cls, config: Mapping[str, Any]) -> list[str]:
         errors = []
         if len([k for k in ("ca_key", "ca_key_env") if config.get(k)]) != 1:
-            errors.append("ssh target needs exactly one of ca_key (path) or ca_key_env (variable)")
+            errors.append(
+                "ca_key: exactly one of ca_key (a path) or ca_key_env (a variable) is required"
+            )
         if not isinstance(config.get("krl"), str) or not config["krl"]:
-            errors.append("ssh target needs krl: the revoked-keys file its hosts read")
+            errors.append("krl: required (the file sshd reads through RevokedKeys)")
         if not str(config.get("port", 22)).isdigit() or not 0 < int(config.get("port", 22)) < 65536:
-            errors.append("ssh target port must be a number from 1 to 65535")
+            errors.append("port: a number from 1 to 65535")
         kill = config.get("session_kill_command", ["-"])
         if not (isinstance(kill, list) and kill and all(isinstance(a, str) and a for a in kill)):
-            errors.append("ssh session_kill_command must be a non-empty list of strings (argv)")
+            errors.append("session_kill_command: a non-empty list of strings (argv, no shell)")
         return errors
 
     @classmethod
     def validate_grant(cls, grant: Mapping[str, Any]) -> list[str]:
-        errors = [f"ssh grant: unknown field {k!r}" for k in sorted(set(grant) - _GRANT_FIELDS)]
+        errors = [f"unknown field {k!r}" for k in sorted(set(grant) - _GRANT_FIELDS)]
         principals = grant.get("principals")
         if not isinstance(principals, list) or not principals:
-            errors.append("ssh grant: principals must be a non-empty list")
+            errors.append("principals: a non-empty list is required")
         else:
             errors += [
-                f"ssh grant: principal {p!r} must match [A-Za-z0-9._@-]{{1,64}}"
+                f"principals: {p!r} does not match [A-Za-z0-9._@-]{{1,64}}"
                 for p in principals
                 if not isinstance(p, str) or not _PRINCIPAL.fullmatch(p)
             ]
         if not isinstance(grant.get("pty", False), bool):
-            errors.append("ssh grant: pty must be true or false")
+            errors.append("pty: true or false")
         command = grant.get("force_command", "-")
         printable = isinstance(command, str) and command.isprintable() and command.strip() != ""
         if command is not None and not printable:
-            errors.append("ssh grant: force_command must be a printable one-line string")
+            errors.append("force_command: a printable one-line command, or null")
         return errors + _source_address_errors(grant.get("source_address"))
 
     def grant(self, spec: GrantSpec) -> IssuedCredential:
@@ -162,9 +164,9 @@ class SshCertificateConnector(Connector):
             raise TargetError(f"ssh target {self.name}: signing the certificate failed") from exc
         secret: dict[str, Any] = {"type": "ssh", "certificate": certificate.public_bytes().decode()}
         if private_key is not None:
-            pem = serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH
-            secret["private_key"] = private_key.private_bytes(*pem, serialization.NoEncryption())
-            secret["private_key"] = secret["private_key"].decode()
+            openssh = serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH
+            pem = private_key.private_bytes(*openssh, serialization.NoEncryption())
+            secret["private_key"] = pem.decode()
         host, port = str(self.config.get("host", "")), int(self.config.get("port", 22))
         secret |= {"principals": principals, "host": host, "port": port, "user": self._user}
         # The serial as a string: JSON readers in browsers lose precision above 2**53.
@@ -275,7 +277,7 @@ class SshCertificateConnector(Connector):
 
 def _run(name: str, what: str, argv: list[str]) -> subprocess.CompletedProcess[bytes]:
     try:  # an argv list, never a shell; empty stdin, so a hook cannot wait on the broker's
-        return subprocess.run(argv, input=b"", capture_output=True, timeout=30, check=False)  # noqa: S603
+        return subprocess.run(argv, input=b"", capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise TargetError(f"ssh target {name}: {what} did not run") from exc
 
@@ -284,13 +286,13 @@ def _source_address_errors(value: object) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not value:
-        return ["ssh grant: source_address must be a non-empty list of CIDRs or null"]
+        return ["source_address: a non-empty list of CIDR networks, or null"]
     errors = []
     for cidr in value:
         try:  # "" for non-strings and padded text, which ip_network would accept or mistype
             ipaddress.ip_network(cidr if isinstance(cidr, str) and cidr == cidr.strip() else "")
         except ValueError:
-            errors.append(f"ssh grant: source_address {cidr!r} is not a CIDR network")
+            errors.append(f"source_address: not a CIDR network: {cidr!r}")
     return errors
 
 

@@ -71,13 +71,16 @@ class TokenSet:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TokenSet:
-        expires_at = data.get("expires_at")
-        return cls(
-            access_token=str(data["access_token"]),
-            refresh_token=data.get("refresh_token"),
-            id_token=data.get("id_token"),
-            expires_at=datetime.fromisoformat(expires_at) if expires_at else None,
-        )
+        try:
+            expires_at = data.get("expires_at")
+            return cls(
+                access_token=str(data["access_token"]),
+                refresh_token=data.get("refresh_token"),
+                id_token=data.get("id_token"),
+                expires_at=datetime.fromisoformat(expires_at) if expires_at else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _refuse("the stored login is unreadable; log in again", "token_store") from exc
 
 
 class DeviceFlowClient:
@@ -285,10 +288,10 @@ class _LoopbackReceiver:
 
 
 def default_token_path(env: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_CONFIG_HOME/breakglass/tokens.json``, else ``~/.config/breakglass/tokens.json``."""
+    """``$XDG_CONFIG_HOME/breakglass/token.json``, else ``~/.config/breakglass/token.json``."""
     source = os.environ if env is None else env
     base = source.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "breakglass" / "tokens.json"
+    return Path(base) / "breakglass" / "token.json"
 
 
 class TokenStore:

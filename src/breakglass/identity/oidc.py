@@ -15,7 +15,8 @@ and the claims are checked against the injected clock.
 Humans and workloads are separate tracks: a token whose issuer and subject
 belong to a configured workload is never accepted as a human, a
 client-credentials token (``sub`` equal to ``client_id``) is never a human,
-and a workload token must match its issuer, subject and audience exactly.
+and a workload token must match its issuer, subject and audience exactly and
+carry no trace of an interactive login (``amr``, ``auth_time``).
 """
 
 from __future__ import annotations
@@ -213,6 +214,10 @@ class TokenVerifier:
         claims = self._verified(token, header, claims, issuer=issuer, audience=audience)
         if claims["sub"] != subject:
             raise _refuse("token subject is not this workload", "wrong_subject")
+        if "amr" in claims or "auth_time" in claims:
+            raise _refuse(
+                "a token from an interactive login cannot act as a workload", "human_as_workload"
+            )
         return Principal(
             name=name or subject,
             kind=PrincipalKind.WORKLOAD,

@@ -161,6 +161,8 @@ class Broker:
         now = self._clock.now()
         with self._uow() as uow:
             req = uow.requests.get(request_id, for_update=True)
+            denied: rules.Denied | None = None
+            activate = False
             if req.state is not RequestState.PENDING:
                 denied = rules.Denied("lifecycle.not_pending", f"request {req.id} is {req.state}")
             else:
@@ -413,9 +415,9 @@ class Broker:
             grants = uow.grants.for_request(request_id)
         return RequestView(req, grants, rules.required_approvals(self.policy, req))
 
-    def list(self, **filters: str | None) -> list[RequestView]:
+    def search(self, **filters: str | None) -> list[RequestView]:
         with self._uow() as uow:
-            found = uow.requests.list(**filters)  # type: ignore[arg-type]
+            found = uow.requests.search(**filters)  # type: ignore[arg-type]
             return [
                 RequestView(r, uow.grants.for_request(r.id),
                             rules.required_approvals(self.policy, r))

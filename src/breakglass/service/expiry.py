@@ -41,7 +41,7 @@ class ExpiryLoop:
             except BreakglassError as exc:
                 log.warning("expiry pass failed", error=str(exc), rule=exc.rule)
                 deadline = None
-            except Exception:  # noqa: BLE001 - the loop must outlive any single failure
+            except Exception:
                 log.exception("expiry pass crashed")
                 deadline = None
             wait = self._interval

@@ -65,7 +65,8 @@ class EventLog:
                 self._conn.execute(insert(t.log_head).values(id=1, size=0, state={}))
                 self._head = (0, TreeState())
             else:
-                self._head = (int(row.size), TreeState.from_json(row.state) if row.state else TreeState())
+                state = TreeState.from_json(row.state) if row.state else TreeState()
+                self._head = (int(row.size), state)
         return self._head
 
     def append(

@@ -128,7 +128,7 @@ class RequestRepository:
             )
         )
 
-    def list(
+    def search(
         self,
         *,
         state: str | None = None,
@@ -192,7 +192,6 @@ class RequestRepository:
         if not values:
             return None
         found = min(values)
-        assert isinstance(found, datetime)
         return t.UTCDateTime().process_result_value(found, self._conn.dialect)
 
 

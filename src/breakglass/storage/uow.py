@@ -69,7 +69,8 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._conn is not None
+        if self._conn is None:
+            return
         try:
             if exc_type is None:
                 self._conn.commit()

@@ -1,0 +1,253 @@
+"""What makes an audit row valid, and offline verification of an exported log.
+
+A row is a JSON mapping with ``index`` (gapless from 0), ``ts``, ``action``
+and any other JSON fields. Its leaf is the canonical JSON of the row without
+``leaf_hash`` (the one field derived from the leaf), so ``prev_hash`` (the
+hex leaf hash of the row before, ``None`` for row 0) is inside the leaf and
+the rows form a hash chain as well as a Merkle tree.
+
+:func:`verify_log` streams the rows once, keeping a :class:`TreeState` and
+not the rows, so its memory does not grow with the log. It reports each
+problem at the position where the log first goes wrong:
+
+* a missing row k, or rows moved from position k: ``gap`` at k;
+* a row whose index is not above the one before (a forged row inserted with
+  a copied index, or a moved row): ``out_of_order`` at that index;
+* a row whose content no longer matches its stored ``leaf_hash``: ``leaf_hash``
+  at its index; a ``prev_hash`` that does not match the row before: ``chain``;
+* a log rewritten wholesale with every hash recomputed: ``checkpoint`` at
+  the first index after the last checkpoint that still matches, since the
+  signed roots cannot be recomputed without the key;
+* a log shorter than a signed checkpoint: ``truncated`` at its first missing index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from breakglass.audit.canonical import canonical_json
+from breakglass.audit.checkpoint import Checkpoint, parse_and_verify
+from breakglass.audit.merkle import EMPTY_ROOT, TreeState
+from breakglass.domain.errors import AuditError
+
+LEAF_HASH_FIELD = "leaf_hash"
+PREV_HASH_FIELD = "prev_hash"
+MAX_PROBLEMS = 1000
+
+_sha256 = hashlib.sha256
+
+
+def event_leaf_bytes(event: Mapping[str, Any]) -> bytes:
+    """The leaf data of a row: its canonical JSON without ``leaf_hash``."""
+    return canonical_json({k: v for k, v in event.items() if k != LEAF_HASH_FIELD})
+
+
+def event_leaf_hash(event: Mapping[str, Any]) -> bytes:
+    return _sha256(b"\x00" + event_leaf_bytes(event)).digest()
+
+
+def seal_event(event: Mapping[str, Any], prev_leaf_hash: bytes | None) -> dict[str, Any]:
+    """The row to store: ``event`` with ``prev_hash`` and ``leaf_hash`` filled in."""
+    sealed = {k: v for k, v in event.items() if k != LEAF_HASH_FIELD}
+    sealed[PREV_HASH_FIELD] = prev_leaf_hash.hex() if prev_leaf_hash is not None else None
+    sealed[LEAF_HASH_FIELD] = event_leaf_hash(sealed).hex()
+    return sealed
+
+
+@dataclass(frozen=True)
+class Problem:
+    index: int | None
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        where = f"index {self.index}" if self.index is not None else "checkpoints"
+        return f"{where}: {self.kind}: {self.detail}"
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    size: int
+    root_hex: str
+    problems: list[Problem] = field(default_factory=list)
+    anchored_size: int = 0
+    checkpoints_verified: int = 0
+    problems_omitted: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row of an export that could not be read as a JSON object."""
+
+    line: int
+    error: str
+
+
+def read_jsonl(lines: Iterable[str | bytes]) -> Iterator[Mapping[str, Any] | BadRow]:
+    """Rows of a JSON Lines export; unreadable lines become :class:`BadRow`."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as exc:
+            yield BadRow(number, str(exc))
+            continue
+        yield row if isinstance(row, dict) else BadRow(number, "not a JSON object")
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[Problem] = []
+        self.omitted = 0
+
+    def add(self, index: int | None, kind: str, detail: str) -> None:
+        if len(self.items) < MAX_PROBLEMS:
+            self.items.append(Problem(index, kind, detail))
+        else:
+            self.omitted += 1
+
+
+def _signed_heads(
+    texts: Iterable[str],
+    public_key: Ed25519PublicKey,
+    key_name: str,
+    origin: str,
+    problems: _Problems,
+) -> list[Checkpoint]:
+    by_size: dict[int, Checkpoint] = {}
+    for number, text in enumerate(texts, start=1):
+        try:
+            head = parse_and_verify(text, public_key, key_name, origin)
+        except AuditError as exc:
+            problems.add(None, "checkpoint_invalid", f"checkpoint #{number}: {exc}")
+            continue
+        seen = by_size.setdefault(head.size, head)
+        if seen.root != head.root:
+            problems.add(
+                None, "checkpoint_fork", f"two signed checkpoints of size {head.size} differ"
+            )
+    return sorted(by_size.values(), key=lambda c: c.size)
+
+
+def verify_log(
+    events: Iterable[Mapping[str, Any] | BadRow],
+    checkpoints: Iterable[str],
+    public_key: Ed25519PublicKey,
+    key_name: str,
+    origin: str,
+    *,
+    require_checkpoint: bool = True,
+) -> VerifyReport:
+    """Verify an exported log against the signed checkpoints, in one streaming pass.
+
+    With ``require_checkpoint`` a non-empty log that no valid checkpoint covers
+    fails: without a signed root a wholesale rewrite cannot be told apart.
+    """
+    problems = _Problems()
+    heads = _signed_heads(checkpoints, public_key, key_name, origin, problems)
+    tree = TreeState()
+    state = _Anchoring(heads, problems)
+    state.reached(tree)
+    expected = 0
+    prev: bytes | None = None
+    for row in events:
+        if isinstance(row, BadRow):
+            problems.add(expected, "unreadable", f"line {row.line}: {row.error}")
+            expected += 1
+            continue
+        index = row.get("index")
+        if type(index) is not int:
+            problems.add(expected, "bad_index", f"row has no integer index: {index!r}")
+            index = expected
+        elif index > expected:
+            missing = f"{expected}" if index == expected + 1 else f"{expected}..{index - 1}"
+            problems.add(
+                expected, "gap", f"expected index {expected}, found {index}: {missing} missing"
+            )
+        elif index < expected:
+            problems.add(
+                index,
+                "out_of_order",
+                f"index {index} comes after index {expected - 1}: a row inserted or moved",
+            )
+        data = dict(row)
+        stored = data.pop(LEAF_HASH_FIELD, None)
+        try:
+            leaf = _sha256(b"\x00" + canonical_json(data)).digest()
+        except AuditError as exc:
+            problems.add(index, "unencodable", str(exc))
+            expected = index + 1
+            continue
+        if stored is not None and stored != leaf.hex():
+            problems.add(index, "leaf_hash", f"row content does not match its leaf_hash {stored}")
+        if PREV_HASH_FIELD in data:
+            want = prev.hex() if prev is not None else None
+            if data[PREV_HASH_FIELD] != want:
+                problems.add(index, "chain", f"prev_hash does not match the row before ({want})")
+        prev = leaf
+        tree.append(leaf)
+        expected = index + 1
+        if tree.size == state.next_size:
+            state.reached(tree)
+    state.finish(tree)
+    if require_checkpoint and tree.size and not state.verified:
+        problems.add(0, "unanchored", "no valid signed checkpoint covers this log")
+    return VerifyReport(
+        ok=not problems.items and not problems.omitted,
+        size=tree.size,
+        root_hex=tree.root().hex(),
+        problems=problems.items,
+        anchored_size=state.good_size,
+        checkpoints_verified=state.verified,
+        problems_omitted=problems.omitted,
+    )
+
+
+class _Anchoring:
+    """Walks the signed heads in size order as the tree grows."""
+
+    def __init__(self, heads: list[Checkpoint], problems: _Problems) -> None:
+        self._heads = heads
+        self._next = 0
+        self._problems = problems
+        self.good_size = 0
+        self.verified = 0
+        self.next_size = heads[0].size if heads else -1
+
+    def reached(self, tree: TreeState) -> None:
+        """Compare the tree with the head of its size, if there is one."""
+        if self.next_size != tree.size:
+            return
+        head = self._heads[self._next]
+        root = tree.root() if tree.size else EMPTY_ROOT
+        if root == head.root:
+            self.good_size = head.size
+            self.verified += 1
+        else:
+            self._problems.add(
+                self.good_size,
+                "checkpoint",
+                f"checkpoint of size {head.size} signs root {head.root.hex()}, the log's first "
+                f"{head.size} rows give {root.hex()}: a row from index {self.good_size} "
+                "on was altered",
+            )
+        self._next += 1
+        self.next_size = self._heads[self._next].size if self._next < len(self._heads) else -1
+
+    def finish(self, tree: TreeState) -> None:
+        if self._next < len(self._heads):
+            newest = self._heads[-1].size
+            self._problems.add(
+                tree.size,
+                "truncated",
+                f"the log ends after {tree.size} rows but a checkpoint signs {newest}",
+            )

@@ -1,0 +1,64 @@
+"""Fakes for the unit tier: a clock that moves only when told, a connector in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from breakglass.connectors import MARKER_PREFIX, Connector, GrantSpec, IssuedCredential
+from breakglass.domain.errors import TargetError
+from breakglass.domain.model import Principal, PrincipalKind
+
+
+class FakeClock:
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 11, 23, 2, 14, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, **kwargs: float) -> None:
+        self.current += timedelta(**kwargs)
+
+
+class MemoryConnector(Connector):
+    """Keeps minted credentials in a dict; can be told to fail."""
+
+    type = "memory"
+
+    def __init__(self, name: str = "mem", config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(name, config or {})
+        self.live: dict[str, GrantSpec] = {}
+        self.revocations: list[str] = []
+        self.fail_grant = False
+        self.fail_revoke = False
+
+    def grant(self, spec: GrantSpec) -> IssuedCredential:
+        if self.fail_grant:
+            raise TargetError(f"target {self.name} is down")
+        ref = MARKER_PREFIX + spec.grant_id.replace("-", "")
+        self.live[ref] = spec
+        return IssuedCredential(target_ref=ref, secret={"type": "memory", "token": "s3cr3t-" + ref})
+
+    def revoke(self, target_ref: str, artefacts: tuple[str, ...] = ()) -> None:
+        if self.fail_revoke:
+            raise TargetError(f"target {self.name} is down")
+        self.revocations.append(target_ref)
+        self.live.pop(target_ref, None)
+
+    def verify(self, target_ref: str) -> bool:
+        return target_ref in self.live
+
+    def list_managed(self) -> list[str]:
+        return sorted(self.live)
+
+    def planned_ref(self, grant_id: str) -> str | None:
+        return MARKER_PREFIX + grant_id.replace("-", "")
+
+
+def human(name: str, *groups: str, mfa: bool = True, auth_time: datetime | None = None,
+          clock: FakeClock | None = None) -> Principal:
+    when = auth_time or (clock.now() if clock else datetime(2026, 11, 23, 2, 10, tzinfo=UTC))
+    return Principal(name=name, kind=PrincipalKind.HUMAN, groups=frozenset(groups), mfa=mfa,
+                     auth_time=when, amr=("mfa",) if mfa else ("pwd",))
