@@ -11,17 +11,18 @@ checkpoint), ``manifest.json`` (SHA-256 of every other file) and
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import zipfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from breakglass.audit.canonical import canonical_json
 from breakglass.audit.checkpoint import Checkpoint, parse_and_verify, parse_vkey
-from breakglass.audit.merkle import TreeState, inclusion_proof, verify_inclusion
+from breakglass.audit.merkle import TreeState, inclusion_proof
 from breakglass.audit.verify import (
     LEAF_HASH_FIELD,
     Problem,
@@ -29,24 +30,22 @@ from breakglass.audit.verify import (
     event_leaf_hash,
     read_jsonl,
     verify_log,
+    verify_proofs,
 )
 from breakglass.domain.errors import AuditError
 
 FORMAT = "breakglass-evidence/1"
-_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 README = """Evidence bundle for incident {incident_id}
 
-incident.jsonl holds entries {indices} of the audit log "{origin}"; its first
-{size} entries are signed by checkpoints/{latest}. To check it:
+incident.jsonl holds entries {indices} of the audit log "{origin}", whose
+first {size} entries checkpoints/{latest} signs. Check it with
 
     breakglass audit verify --evidence THIS_FILE.zip
 
-with the verifier key the operator publishes (key.pub is the key this bundle
-was made with: compare the two). That checks manifest.json against every
-file, recomputes the RFC 6962 Merkle tree of events.jsonl and compares it with
-each signed checkpoint (C2SP tlog-checkpoint), and checks every inclusion
-proof in proofs.json.
+and the verifier key the operator publishes (compare it with key.pub). That
+checks every file against manifest.json, the RFC 6962 tree of events.jsonl
+against each C2SP checkpoint, and each inclusion proof in proofs.json.
 """
 
 
@@ -67,9 +66,8 @@ class _Writer:
         self.digests: dict[str, str] = {}
 
     def open(self, name: str) -> IO[bytes]:
-        info = zipfile.ZipInfo(name, date_time=_EPOCH)
+        info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # reproducible
         info.compress_type = zipfile.ZIP_DEFLATED
-        info.external_attr = 0o644 << 16
         return self.archive.open(info, "w", force_zip64=True)
 
     def write(self, name: str, data: bytes) -> None:
@@ -129,24 +127,27 @@ def _write_log(
     return leaves, incident
 
 
-def _proof_rows(
+def _proofs_doc(
     wanted: list[int],
     incident: Mapping[int, bytes],
     latest: Checkpoint,
     proofs: Mapping[int, Sequence[bytes]] | None,
     leaves: list[bytes],
-) -> list[dict[str, Any]]:
-    rows = []
-    for index in wanted:
-        leaf = event_leaf_hash(json.loads(incident[index]))
-        if proofs is not None:
-            path = list(proofs[index])
-        else:
-            path = inclusion_proof(index, latest.size, leaves)
-        if not verify_inclusion(leaf, index, latest.size, path, latest.root):
-            raise AuditError(f"the inclusion proof given for row {index} does not verify")
-        rows.append({"index": index, "leaf_hash": leaf.hex(), "proof": [h.hex() for h in path]})
-    return rows
+) -> dict[str, Any]:
+    rows = [json.loads(incident[i]) for i in wanted]
+    paths = {
+        i: list(proofs.get(i, ()))
+        if proofs is not None
+        else inclusion_proof(i, latest.size, leaves)
+        for i in wanted
+    }
+    if problems := verify_proofs(rows, paths, latest.size, latest.root):
+        raise AuditError(f"inclusion proof refused: {problems[0]}")
+    return {
+        "tree_size": latest.size,
+        "root_hash": latest.root.hex(),
+        "proofs": [{"index": i, "proof": [h.hex() for h in paths[i]]} for i in wanted],
+    }
 
 
 def build_evidence_zip(
@@ -163,11 +164,10 @@ def build_evidence_zip(
 ) -> EvidenceSummary:
     """Write the evidence zip for ``incident_indices`` of the log ``events`` (from index 0).
 
-    ``events`` is read once, up to the newest checkpoint's size. ``proofs``
-    (index -> inclusion proof in that checkpoint) may come from the database's
-    proof endpoint; when absent they are computed here, which keeps 32 bytes
-    per row in memory. Refuses (``AuditError``) a log that does not match the
-    newest checkpoint: run ``breakglass audit verify`` to find why.
+    ``events`` is read once, up to the newest checkpoint. ``proofs`` (index ->
+    inclusion proof in that checkpoint) are computed when not given, keeping 32
+    bytes per row in memory. A log that does not match the newest checkpoint
+    is refused (``AuditError``): ``breakglass audit verify`` says why.
     """
     heads = _verified_heads(checkpoints, public_key_text, origin)
     latest = heads[-1][0]
@@ -179,45 +179,35 @@ def build_evidence_zip(
         )
     target = Path(out_path)
     partial = target.with_name(target.name + ".partial")
-    with zipfile.ZipFile(partial, "w") as archive:
-        writer = _Writer(archive)
-        leaves, incident = _write_log(writer, events, latest, set(wanted), proofs is None)
-        writer.write("incident.jsonl", b"".join(incident[i] for i in wanted))
-        proof_rows = _proof_rows(wanted, incident, latest, proofs, leaves)
-        head_doc = {"tree_size": latest.size, "root_hash": latest.root.hex()}
-        proofs_doc = {**head_doc, "proofs": proof_rows}
-        writer.write("proofs.json", json.dumps(proofs_doc, indent=2).encode() + b"\n")
-        for head, text in heads:
-            writer.write(f"checkpoints/{head.size:020d}.txt", text.encode())
-        writer.write("key.pub", public_key_text.strip().encode() + b"\n")
-        indices = ", ".join(map(str, wanted)) or "(none)"
-        readme = README.format(
-            incident_id=incident_id, indices=indices, origin=origin, size=latest.size,
-            latest=f"{latest.size:020d}.txt",
-        )  # fmt: skip
-        writer.write("README.txt", readme.encode())
-        manifest = {
-            "format": FORMAT,
-            "incident_id": incident_id,
-            "origin": origin,
-            "created_at": created_at,
-            **head_doc,
-            "incident_indices": wanted,
-            "files": dict(sorted(writer.digests.items())),
-        }
-        manifest_bytes = json.dumps(manifest, indent=2).encode() + b"\n"
-        writer.write("manifest.json", manifest_bytes)
+    try:
+        with zipfile.ZipFile(partial, "w") as archive:
+            writer = _Writer(archive)
+            leaves, incident = _write_log(writer, events, latest, set(wanted), proofs is None)
+            writer.write("incident.jsonl", b"".join(incident[i] for i in wanted))
+            proofs_doc = _proofs_doc(wanted, incident, latest, proofs, leaves)
+            writer.write("proofs.json", json.dumps(proofs_doc, indent=2).encode() + b"\n")
+            for head, text in heads:
+                writer.write(f"checkpoints/{head.size:020d}.txt", text.encode())
+            writer.write("key.pub", public_key_text.strip().encode() + b"\n")
+            readme = README.format(
+                incident_id=incident_id, indices=", ".join(map(str, wanted)) or "(none)",
+                origin=origin, size=latest.size, latest=f"{latest.size:020d}.txt",
+            )  # fmt: skip
+            writer.write("README.txt", readme.encode())
+            manifest = {
+                "format": FORMAT, "incident_id": incident_id, "origin": origin,
+                "created_at": created_at, "tree_size": latest.size,
+                "root_hash": latest.root.hex(), "incident_indices": wanted,
+                "files": dict(sorted(writer.digests.items())),
+            }  # fmt: skip
+            manifest_bytes = json.dumps(manifest, indent=2).encode() + b"\n"
+            writer.write("manifest.json", manifest_bytes)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     partial.replace(target)
-    manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
-    return EvidenceSummary(target, latest.size, latest.root.hex(), len(wanted), manifest_sha256)
-
-
-def _digest(archive: zipfile.ZipFile, name: str) -> str:
-    digest = hashlib.sha256()
-    with archive.open(name) as member:
-        for chunk in iter(lambda: member.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    digest = hashlib.sha256(manifest_bytes).hexdigest()
+    return EvidenceSummary(target, latest.size, latest.root.hex(), len(wanted), digest)
 
 
 def _manifest_problems(archive: zipfile.ZipFile, files: Mapping[str, str]) -> list[Problem]:
@@ -229,7 +219,10 @@ def _manifest_problems(archive: zipfile.ZipFile, files: Mapping[str, str]) -> li
     for name, want in sorted(files.items()):
         if name not in present:
             found.append(Problem(None, "manifest", f"{name} is listed but missing"))
-        elif _digest(archive, name) != want:
+            continue
+        with archive.open(name) as member:  # streamed: events.jsonl may be large
+            digest = hashlib.file_digest(cast("io.BufferedIOBase", member), "sha256")
+        if digest.hexdigest() != want:
             found.append(Problem(None, "manifest", f"{name} was modified (SHA-256 differs)"))
     return found
 
@@ -241,7 +234,7 @@ def verify_evidence_zip(path: str | os.PathLike[str], trusted_vkey: str | None) 
     only that the bundle is self-consistent; the report's notes say so.
     """
 
-    def fail(*problems: Problem) -> VerifyReport:
+    def fail(*problems: Problem) -> VerifyReport:  # before any row was read
         return VerifyReport(ok=False, size=0, root_hex="", problems=list(problems))
 
     try:
@@ -287,32 +280,20 @@ def _check_proofs(
     incident_rows: list[Any],
     manifest: Mapping[str, Any],
 ) -> None:
-    def problem(index: int | None, detail: str) -> None:
-        report.problems.append(Problem(index, "proof", detail))
-
     try:
-        size = int(proofs_doc["tree_size"])
-        root = bytes.fromhex(proofs_doc["root_hash"])
-        by_index = {int(p["index"]): p for p in proofs_doc["proofs"]}
+        size, root = int(proofs_doc["tree_size"]), bytes.fromhex(proofs_doc["root_hash"])
+        paths = {
+            int(p["index"]): [bytes.fromhex(h) for h in p["proof"]] for p in proofs_doc["proofs"]
+        }
     except (KeyError, ValueError, TypeError) as exc:
-        problem(None, f"proofs.json is unreadable: {exc}")
+        report.problems.append(Problem(None, "proof", f"proofs.json is unreadable: {exc}"))
         return
     if size != report.anchored_size or root.hex() != report.root_hex:
-        problem(None, f"proofs are for size {size}, not the checkpoint the log matches")
-    rows = {r.get("index"): r for r in incident_rows if isinstance(r, Mapping)}
-    wanted = list(manifest.get("incident_indices", []))
-    if set(rows) != set(wanted) or len(rows) != len(incident_rows):
-        problem(None, "incident.jsonl does not hold exactly the incident's rows")
-    for index in wanted:
-        row, entry = rows.get(index), by_index.get(index)
-        if row is None or entry is None:
-            problem(index, "no row or no inclusion proof for this incident row")
-            continue
-        try:
-            path = [bytes.fromhex(h) for h in entry["proof"]]
-            leaf = event_leaf_hash(row)
-        except (KeyError, ValueError, TypeError, AuditError) as exc:
-            problem(index, f"unreadable proof or row: {exc}")
-            continue
-        if not verify_inclusion(leaf, index, size, path, root):
-            problem(index, "inclusion proof does not verify against the checkpoint")
+        detail = f"proofs are for size {size}, not the checkpoint the log matches"
+        report.problems.append(Problem(None, "proof", detail))
+    rows = [r for r in incident_rows if isinstance(r, Mapping)]
+    indices = sorted(r.get("index", -1) for r in rows)
+    if len(rows) != len(incident_rows) or indices != sorted(manifest["incident_indices"]):
+        detail = "incident.jsonl does not hold exactly the incident's rows"
+        report.problems.append(Problem(None, "proof", detail))
+    report.problems.extend(verify_proofs(rows, paths, size, root))

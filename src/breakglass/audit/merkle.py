@@ -1,11 +1,8 @@
 """The Merkle tree of the audit log, as RFC 6962 / RFC 9162 define it.
 
-Leaves are ``SHA-256(0x00 || data)``, interior nodes ``SHA-256(0x01 || l || r)``
-and the root of ``n`` leaves splits at the largest power of two below ``n``;
-so a log head signed here can be checked by any Certificate Transparency
-tool. Proofs are lists of 32-byte hashes, leaf side first.
-
-Two ways in:
+Leaves are ``SHA-256(0x00 || data)``, nodes ``SHA-256(0x01 || l || r)``, and
+the tree of ``n`` leaves splits at the largest power of two below ``n``, as in
+Certificate Transparency. Proofs are lists of 32-byte hashes, leaf side first.
 
 * :class:`TreeState` (the compact range) keeps only the roots of the perfect
   subtrees on the right edge, at most ``log2(n) + 1`` hashes: appending is
@@ -52,6 +49,7 @@ class TreeState:
     """The right edge of a Merkle tree: enough to append and to compute the root."""
 
     __slots__ = ("_frontier", "_size")
+    __hash__ = None  # type: ignore[assignment]  # mutable: compared, never a dict key
 
     def __init__(self, size: int = 0, frontier: Sequence[bytes] = ()) -> None:
         if size < 0 or len(frontier) != size.bit_count():
@@ -111,12 +109,6 @@ class TreeState:
         if not isinstance(other, TreeState):
             return NotImplemented
         return self._size == other._size and self._frontier == other._frontier
-
-    def __hash__(self) -> int:
-        return hash((self._size, *self._frontier))
-
-    def __repr__(self) -> str:
-        return f"TreeState(size={self._size}, root={self.root().hex()})"
 
 
 CompactRange = TreeState

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from breakglass.audit.canonical import canonical_json
 from breakglass.audit.checkpoint import Checkpoint, parse_and_verify
-from breakglass.audit.merkle import EMPTY_ROOT, TreeState
+from breakglass.audit.merkle import EMPTY_ROOT, TreeState, verify_inclusion
 from breakglass.domain.errors import AuditError
 
 LEAF_HASH_FIELD = "leaf_hash"
@@ -210,6 +210,30 @@ def verify_log(
         checkpoints_verified=state.verified,
         problems_omitted=problems.omitted,
     )
+
+
+def verify_proofs(
+    rows: Iterable[Mapping[str, Any]],
+    proofs: Mapping[int, Sequence[bytes]],
+    size: int,
+    root: bytes,
+) -> list[Problem]:
+    """Check that each row is the leaf at its ``index`` of the tree ``(size, root)``."""
+    found = []
+    for row in rows:
+        index = row.get("index")
+        path = proofs.get(index) if type(index) is int else None
+        if type(index) is not int or path is None:
+            found.append(Problem(None, "proof", f"no inclusion proof for row {index!r}"))
+            continue
+        try:
+            leaf = _sha256(b"\x00" + event_leaf_bytes(row)).digest()
+        except AuditError as exc:
+            found.append(Problem(index, "proof", str(exc)))
+            continue
+        if not verify_inclusion(leaf, index, size, path, root):
+            found.append(Problem(index, "proof", "row is not at this index of the signed tree"))
+    return found
 
 
 class _Anchoring:

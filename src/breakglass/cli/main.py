@@ -67,8 +67,8 @@ def logout() -> None:
 @app.command()
 def request(
     roles: Annotated[list[str], typer.Argument(help="Role names from the catalog.")],
-    incident: Annotated[str, typer.Option("--incident", help="Incident or change ID.")],
-    reason: Annotated[str, typer.Option("--reason", help="Reason code.")],
+    incident: Annotated[str, typer.Option("--incident", help="Incident or change ID.")] = "",
+    reason: Annotated[str, typer.Option("--reason", help="Reason code.")] = "",
     ttl: Annotated[str | None, typer.Option("--ttl", help="e.g. 15m; zone default if unset.")]
     = None,
     justification: Annotated[str, typer.Option("--justification")] = "",
@@ -242,21 +242,11 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
 
 
 def main() -> None:
+    """Entry point: usage errors exit 2 (click); broker errors exit by kind, one line."""
     try:
-        app(standalone_mode=False)
+        app()
     except errors.BreakglassError as exc:
         code = next((c for cls, c in EXIT_CODES if isinstance(exc, cls)), 1)
         rule = f" [{exc.rule}]" if exc.rule not in ("error", "policy") else ""
         render.err.print(Text.assemble((f"error{rule}:", "red"), " ", exc.message))
         sys.exit(code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
