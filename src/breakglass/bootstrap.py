@@ -19,7 +19,7 @@ from breakglass.domain.events import EventTag
 from breakglass.domain.policy import Denied
 from breakglass.identity.devissuer import DevIssuer
 from breakglass.identity.jwks import JwksCache
-from breakglass.identity.oidc import TokenVerifier
+from breakglass.identity.oidc import TokenVerifier, WorkloadIdentity
 from breakglass.service.broker import Broker
 from breakglass.service.expiry import ExpiryLoop
 from breakglass.service.ports import Clock, SecretBox, SystemClock
@@ -113,14 +113,25 @@ def _authenticator(
     loaded: LoadedCatalog, clock: Clock, dev_issuer: DevIssuer | None
 ) -> TokenVerifier:
     identity = loaded.catalog.identity
-    if dev_issuer is not None:
-        return dev_issuer.verifier(clock=clock.now, mfa_amr_any_of=identity.mfa.amr_any_of)
-    if not identity.issuer:
+    issuer = dev_issuer.issuer if dev_issuer is not None else identity.issuer
+    if not issuer:
         raise CatalogError(loaded.source, ["identity.issuer: required unless serving with --dev"])
-    keys = JwksCache(identity.issuer, httpx.Client(timeout=5))
-    return TokenVerifier(identity.issuer, identity.audience, key_source=keys,
+    workloads = [
+        WorkloadIdentity(name, w.issuer or issuer, w.subject, w.audience or identity.audience)
+        for name, w in loaded.catalog.workloads.items()
+    ]
+    if dev_issuer is not None:
+        return dev_issuer.verifier(clock=clock.now, mfa_amr_any_of=identity.mfa.amr_any_of,
+                                   workloads=workloads)
+    http = httpx.Client(timeout=5)
+    other_issuers = {w.issuer for w in workloads if w.issuer != issuer}
+    return TokenVerifier(issuer, identity.audience,
+                         key_source=JwksCache(issuer, http, clock.now),
                          groups_claim=identity.groups_claim,
-                         mfa_amr_any_of=identity.mfa.amr_any_of, clock=clock.now)
+                         mfa_amr_any_of=identity.mfa.amr_any_of, clock=clock.now,
+                         workloads=workloads,
+                         workload_key_sources={i: JwksCache(i, http, clock.now)
+                                               for i in other_issuers})
 
 
 def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> Container:

@@ -140,14 +140,14 @@ Mint = Callable[..., IssuedCredential]
 
 @pytest.fixture
 def mint(connector: AwsStsConnector) -> Mint:
-    def _mint(ttl: timedelta = timedelta(minutes=30), grant: Any = None) -> IssuedCredential:
+    def _mint(ttl: timedelta = timedelta(minutes=30)) -> IssuedCredential:
         spec = GrantSpec(
             grant_id=f"{uuid.uuid4().hex[:12]}-g0",
             request_id="req-42",
             principal="alice@example.com",
             role="cloud-s3-read",
             incident="INC-123",
-            grant=grant or S3_READ,
+            grant=S3_READ,
             expires_at=datetime.now(UTC) + ttl,
         )
         return connector.grant(spec)

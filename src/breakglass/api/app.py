@@ -143,6 +143,18 @@ def catalog(who: CurrentPrincipal, c: ContainerDep) -> dict[str, Any]:
     }
 
 
+@v1.get("/auth/config")
+def auth_config(c: ContainerDep) -> dict[str, Any]:
+    """What a client needs to log in: the issuer and the CLI's client ID (no secrets)."""
+    identity = c.loaded.catalog.identity
+    return {
+        "dev": c.dev_issuer is not None,
+        "issuer": c.dev_issuer.issuer if c.dev_issuer else identity.issuer,
+        "client_id": identity.client_id or "breakglass-cli",
+        "audience": identity.audience,
+    }
+
+
 @v1.post("/dev/token", response_model=TokenOut)
 def dev_token(body: DevLogin, c: ContainerDep) -> TokenOut:
     """Local tokens for the catalog's directory; exists only on a ``--dev`` server."""

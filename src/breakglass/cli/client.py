@@ -2,52 +2,55 @@
 
 from __future__ import annotations
 
-import json
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from breakglass.domain import errors
+from breakglass.identity.device_flow import (
+    DeviceFlowClient,
+    TokenSet,
+    TokenStore,
+    default_token_path,
+)
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 
-def config_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "breakglass"
-
-
-def token_path() -> Path:
-    return config_dir() / "token.json"
+def token_store() -> TokenStore:
+    return TokenStore(default_token_path())
 
 
 def save_token(server: str, token: dict[str, Any]) -> Path:
-    path = token_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"server": server, **token}, fh)
-    os.replace(tmp, path)
-    return path
-
-
-def load_token() -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads(token_path().read_text())
-    except (OSError, ValueError):
-        return None
-    return data
+    store = token_store()
+    store.save({"server": server, **token})
+    return store.path
 
 
 def clear_token() -> bool:
-    try:
-        token_path().unlink()
-    except FileNotFoundError:
-        return False
-    return True
+    return token_store().clear()
+
+
+def _stored_access_token() -> str | None:
+    """The stored access token, refreshed first when it is about to expire."""
+    stored = token_store().load()
+    if stored is None:
+        return None
+    tokens = TokenSet.from_json(stored)
+    issuer, client_id = stored.get("issuer"), stored.get("client_id")
+    now = datetime.now(UTC)
+    if tokens.refresh_token and issuer and client_id and tokens.expires_within(
+        timedelta(seconds=60), now
+    ):
+        with httpx.Client(timeout=10) as http:
+            fresh = DeviceFlowClient(issuer, client_id, http).refresh(tokens.refresh_token)
+        token_store().save({**stored, **fresh.to_json(),
+                            "refresh_token": fresh.refresh_token or tokens.refresh_token})
+        return fresh.access_token
+    return tokens.access_token
 
 
 _BY_STATUS: dict[int, type[errors.BreakglassError]] = {
@@ -66,9 +69,7 @@ class ApiClient:
         self.server = (server or os.environ.get("BREAKGLASS_SERVER") or DEFAULT_SERVER).rstrip("/")
         self._token = token or os.environ.get("BREAKGLASS_TOKEN")
         if self._token is None:
-            stored = load_token()
-            if stored is not None:
-                self._token = stored.get("access_token")
+            self._token = _stored_access_token()
         self._http = httpx.Client(base_url=self.server, timeout=30)
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,

@@ -12,7 +12,10 @@ own policies are the ceiling), narrowed by a session policy: the role's
     grant: {actions: [logs:GetLogEvents], resources: ["*"], conditions: {...}}  # a role's
 
 The broker's own credentials come from the standard boto3 chain (environment,
-instance profile), never from the catalog.
+instance profile), never from the catalog. On the emergency role it needs
+``iam:GetRole``, ``iam:ListRolePolicies``, ``iam:PutRolePolicy``,
+``iam:DeleteRolePolicy``; for inventory ``iam:GetAccountAuthorizationDetails``
+and ``iam:ListAccessKeys``.
 
 Expiry: STS sessions last 900 to 43,200 s (at most the role's MaxSessionDuration)
 and cannot be extended. A grant under 15 minutes still gets a 15-minute native

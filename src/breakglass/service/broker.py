@@ -398,7 +398,7 @@ class Broker:
                     role = self.policy.roles[role_name]
                     connector = self._connector(role.target)
                     planned = connector.planned_ref(f"{req.id}-g{i}")
-                    if planned is not None and planned in connector.list_managed():
+                    if planned is not None:  # revoke is idempotent: absent is fine
                         connector.revoke(planned)
                 req.transition(RequestState.FAILED)
                 req.ended_at = self._clock.now()
