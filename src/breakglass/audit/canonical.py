@@ -20,7 +20,7 @@ tests compare against.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from breakglass.domain.errors import AuditError
@@ -39,12 +39,15 @@ def _refuse(obj: Any) -> bool:
 
 
 # The C encoder built once: JSONEncoder.encode builds a new one on every call,
-# which is a third of the cost. Cycles are caught by the check below instead.
+# a third of the cost. Cycles are caught as RecursionError instead of by markers.
+_make_c_encoder: Callable[..., Callable[[Any, int], Sequence[str]]] | None = getattr(
+    json.encoder, "c_make_encoder", None
+)
 _c_encoder = (
-    json.encoder.c_make_encoder(
+    _make_c_encoder(
         None, _refuse, json.encoder.encode_basestring, None, ":", ",", True, False, False
     )
-    if json.encoder.c_make_encoder is not None
+    if _make_c_encoder is not None
     else None
 )
 

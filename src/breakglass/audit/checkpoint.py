@@ -117,10 +117,19 @@ def sign_checkpoint(
         raise AuditError("checkpoint needs a size >= 0 and a 32-byte root")
     if any(not e or "\n" in e or _CONTROL.search(e) for e in extensions):
         raise AuditError("checkpoint extension lines must be non-empty single lines")
-    body = Checkpoint(origin, size, root, tuple(extensions)).body()
-    signature = private_key.sign(body.encode())
+    return sign_note(
+        Checkpoint(origin, size, root, tuple(extensions)).body(), private_key, key_name
+    )
+
+
+def sign_note(text: str, private_key: Ed25519PrivateKey, key_name: str) -> str:
+    """A signed note: ``text`` (ending in a newline), a blank line, one signature line."""
+    _check_name(key_name)
+    if not text.endswith("\n") or "\n\n" in text or _CONTROL.search(text):
+        raise AuditError("note text must be non-empty lines, each ending in a newline")
+    signature = private_key.sign(text.encode())
     tagged = base64.b64encode(key_hash(key_name, private_key.public_key()) + signature).decode()
-    return f"{body}\n{SIGNATURE_PREFIX}{key_name} {tagged}\n"
+    return f"{text}\n{SIGNATURE_PREFIX}{key_name} {tagged}\n"
 
 
 def _split_note(text: str) -> tuple[str, list[str]]:
@@ -154,10 +163,8 @@ def parse_checkpoint(text: str) -> Checkpoint:
     return Checkpoint(origin, int(size_text), root, tuple(extensions))
 
 
-def parse_and_verify(
-    text: str, public_key: Ed25519PublicKey, key_name: str, origin: str
-) -> Checkpoint:
-    """The checkpoint, if ``key_name``'s key signed it for ``origin``; else ``AuditError``.
+def verify_note(text: str, public_key: Ed25519PublicKey, key_name: str) -> str:
+    """The text of a note that ``key_name``'s key signed; else ``AuditError``.
 
     Signatures by other keys (witnesses, say) are ignored, as signed-note requires.
     """
@@ -166,20 +173,28 @@ def parse_and_verify(
     verified = False
     for line in signatures:
         if not line.startswith(SIGNATURE_PREFIX):
-            raise AuditError("checkpoint signature line does not start with '— '")
+            raise AuditError("note signature line does not start with '— '")
         name, _, encoded = line[len(SIGNATURE_PREFIX) :].partition(" ")
         raw = _b64decode(encoded, "signature")
         if len(raw) < 5:
-            raise AuditError("checkpoint signature is too short")
+            raise AuditError("note signature is too short")
         if name != key_name or raw[:4] != want_hash:
             continue
         try:
             public_key.verify(raw[4:], body.encode())
         except InvalidSignature as exc:
-            raise AuditError(f"checkpoint signature by {key_name} is invalid") from exc
+            raise AuditError(f"signature by {key_name} is invalid") from exc
         verified = True
     if not verified:
-        raise AuditError(f"checkpoint is not signed by key {key_name}")
+        raise AuditError(f"not signed by key {key_name}")
+    return body
+
+
+def parse_and_verify(
+    text: str, public_key: Ed25519PublicKey, key_name: str, origin: str
+) -> Checkpoint:
+    """The checkpoint, if ``key_name``'s key signed it for ``origin``; else ``AuditError``."""
+    verify_note(text, public_key, key_name)
     checkpoint = parse_checkpoint(text)
     if checkpoint.origin != origin:
         raise AuditError(f"checkpoint is for log {checkpoint.origin!r}, not {origin!r}")
@@ -231,8 +246,22 @@ def _pem(key: Ed25519PrivateKey) -> bytes:
 
 
 def load_signing_key_from_env_text(text: str) -> Ed25519PrivateKey:
-    """The Ed25519 key in PEM text (as put in an environment variable or secret)."""
-    return _load_pem(text.strip().encode() + b"\n", "checkpoint signing key")
+    """The Ed25519 key in an environment variable or secret.
+
+    Either PEM, or the signed-note form ``PRIVATE+KEY+<name>+<hash>+<base64>``
+    that Go's ``note.GenerateKey`` and the transparency tools write.
+    """
+    text = text.strip()
+    if not text.startswith("PRIVATE+KEY+"):
+        return _load_pem(text.encode() + b"\n", "checkpoint signing key")
+    parts = text.split("+", 4)
+    raw = _b64decode(parts[4], "private key") if len(parts) == 5 else b""
+    if len(raw) != 33 or raw[0] != ED25519_ALG:
+        raise AuditError("checkpoint signing key is not an Ed25519 note key")
+    key = Ed25519PrivateKey.from_private_bytes(raw[1:])
+    if key_hash(parts[2], key.public_key()).hex() != parts[3]:
+        raise AuditError("checkpoint signing key hash does not match its name and key")
+    return key
 
 
 def load_or_create_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
