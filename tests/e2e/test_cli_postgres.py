@@ -97,16 +97,16 @@ def test_short_ttl_expires_and_kills_open_sessions(cli, target_dsn):
     data = request(cli, "uma", "embeddings-read", "--incident", "SEV-2004", "--reason",
                    "recovery", "--ttl", "3s")
     cred = creds(cli, "uma", data["id"])
-    session = psycopg.connect(cred["dsn"], autocommit=True)
-    session.execute("SELECT 1")
-    deadline = time.monotonic() + 15
-    state = "active"
-    while time.monotonic() < deadline and state != "expired":
-        time.sleep(0.5)
-        state = json.loads(cli.run("uma", "show", data["id"], "--json").stdout)["state"]
-    assert state == "expired"
-    with pytest.raises(psycopg.OperationalError):
+    with psycopg.connect(cred["dsn"], autocommit=True) as session:
         session.execute("SELECT 1")
+        deadline = time.monotonic() + 15
+        state = "active"
+        while time.monotonic() < deadline and state != "expired":
+            time.sleep(0.5)
+            state = json.loads(cli.run("uma", "show", data["id"], "--json").stdout)["state"]
+        assert state == "expired"
+        with pytest.raises(psycopg.OperationalError):
+            session.execute("SELECT 1")
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(cred["dsn"])
     assert cred["username"] not in managed_roles(target_dsn)
@@ -116,11 +116,11 @@ def test_revoke_ends_access_at_once(cli):
     data = request(cli, "uma", "embeddings-read", "--incident", "SEV-2005", "--reason",
                    "recovery")
     cred = creds(cli, "uma", data["id"])
-    session = psycopg.connect(cred["dsn"], autocommit=True)
-    result = cli.run("uma", "revoke", data["id"])
-    assert result.returncode == 0, result.stderr
-    with pytest.raises(psycopg.OperationalError):
-        session.execute("SELECT 1")
+    with psycopg.connect(cred["dsn"], autocommit=True) as session:
+        result = cli.run("uma", "revoke", data["id"])
+        assert result.returncode == 0, result.stderr
+        with pytest.raises(psycopg.OperationalError):
+            session.execute("SELECT 1")
 
 
 @pytest.mark.parametrize(("user", "args", "rule"), [

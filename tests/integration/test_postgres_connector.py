@@ -85,12 +85,12 @@ def test_native_expiry_refuses_login_even_without_the_broker(connector):
 
 def test_revoke_kills_open_sessions_and_drops_the_role(connector):
     cred = connector.grant(spec({"privileges": ["SELECT", "UPDATE"], "tables": ["vectors.jobs"]}))
-    session = psycopg.connect(cred.secret["dsn"], autocommit=True)
-    session.execute("SELECT 1")
-    assert connector.verify(cred.target_ref)
-    connector.revoke(cred.target_ref)
-    with pytest.raises(psycopg.OperationalError):
+    with psycopg.connect(cred.secret["dsn"], autocommit=True) as session:
         session.execute("SELECT 1")
+        assert connector.verify(cred.target_ref)
+        connector.revoke(cred.target_ref)
+        with pytest.raises(psycopg.OperationalError):
+            session.execute("SELECT 1")
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(cred.secret["dsn"])
     assert not connector.verify(cred.target_ref)

@@ -87,7 +87,7 @@ def public_key_text(key: Ed25519PrivateKey | Ed25519PublicKey, key_name: str) ->
 
 def parse_vkey(text: str) -> tuple[str, Ed25519PublicKey]:
     """The key name and public key of a vkey line; ``AuditError`` if malformed."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)  # the base64 key may itself hold a '+'
     if len(parts) != 3:
         raise AuditError("a verifier key is <name>+<hash>+<key>")
     name, hash_hex, encoded = parts

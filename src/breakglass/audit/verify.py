@@ -8,7 +8,8 @@ the rows form a hash chain as well as a Merkle tree.
 
 :func:`verify_log` streams the rows once, keeping a :class:`TreeState` and
 not the rows, so its memory does not grow with the log. It reports each
-problem at the position where the log first goes wrong:
+problem at the position where the log first goes wrong, problems at an exact
+row before those that only bound a range:
 
 * a missing row k, or rows moved from position k: ``gap`` at k;
 * a row whose index is not above the one before (a forged row inserted with
@@ -104,6 +105,16 @@ def read_jsonl(lines: Iterable[str | bytes]) -> Iterator[Mapping[str, Any] | Bad
         yield row if isinstance(row, dict) else BadRow(number, "not a JSON object")
 
 
+_RANGE_KINDS = frozenset({"checkpoint", "truncated", "unanchored"})
+
+
+def _precision(problem: Problem) -> tuple[int, int]:
+    """Problems at an exact row first, then those that bound a range, then the rest."""
+    if problem.index is None:
+        return 2, 0
+    return (1 if problem.kind in _RANGE_KINDS else 0), problem.index
+
+
 class _Problems:
     def __init__(self) -> None:
         self.items: list[Problem] = []
@@ -192,20 +203,21 @@ def verify_log(
         if PREV_HASH_FIELD in data:
             want = prev.hex() if prev is not None else None
             if data[PREV_HASH_FIELD] != want:
-                problems.add(index, "chain", f"prev_hash does not match the row before ({want})")
+                detail = f"prev_hash is not the leaf hash {want} of the row before: one was altered"
+                problems.add(index, "chain", detail)
         prev = leaf
         tree.append(leaf)
         expected = index + 1
         if tree.size == state.next_size:
             state.reached(tree)
     state.finish(tree)
-    if require_checkpoint and tree.size and not state.verified:
+    if require_checkpoint and tree.size and not heads:
         problems.add(0, "unanchored", "no valid signed checkpoint covers this log")
     return VerifyReport(
         ok=not problems.items and not problems.omitted,
         size=tree.size,
         root_hex=tree.root().hex(),
-        problems=problems.items,
+        problems=sorted(problems.items, key=_precision),
         anchored_size=state.good_size,
         checkpoints_verified=state.verified,
         problems_omitted=problems.omitted,
