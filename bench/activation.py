@@ -78,7 +78,7 @@ def main() -> None:
     container.settings = dataclasses.replace(container.settings, run_expiry=False)
     timed = Timed(container.connectors["embeddings-db"])
     container.connectors["embeddings-db"] = timed  # type: ignore[assignment]
-    container.broker._connectors = container.connectors  # noqa: SLF001 - bench instrumentation
+    container.broker._connectors = container.connectors
     token, _ = container.dev_login("uma")
     headers = {"Authorization": f"Bearer {token}"}
     totals, target_share = [], []

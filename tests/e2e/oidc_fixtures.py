@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,7 +43,7 @@ class Broker:
 
     def events(self, action: str) -> list[tuple[int, str, str, str | None]]:
         """``(idx, actor, outcome, rule)`` of the audit events with this action, in order."""
-        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10) as conn:
+        with closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)) as conn:
             rows = conn.execute(
                 "SELECT idx, actor, outcome, rule FROM events WHERE action = ? ORDER BY idx",
                 (action,),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import psycopg
 import pytest
 
@@ -170,8 +171,6 @@ def test_timeline_lists_the_incident_in_order(cli):
 
 
 def test_no_token_is_refused_with_401_problem_json(broker_server):
-    import httpx
-
     response = httpx.post(broker_server + "/v1/requests", json={
         "roles": ["embeddings-read"], "incident": "SEV-1", "reason": "recovery"})
     assert response.status_code == 401

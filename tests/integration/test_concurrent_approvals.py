@@ -26,7 +26,8 @@ def test_racing_approvers_activate_exactly_once(pg_engine, loaded, clock, people
         start = threading.Barrier(8)
         outcomes: list[str] = []
 
-        def approve(who: str, rid: str = rid, start: threading.Barrier = start) -> None:
+        def approve(who: str, rid: str = rid, start: threading.Barrier = start,
+                    outcomes: list[str] = outcomes) -> None:
             start.wait()
             try:
                 broker.approve(people[who], rid)
