@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import threading
 from dataclasses import dataclass, field
@@ -65,6 +66,13 @@ class Container:
                               payload={"method": "dev"})
         return token, int(DEV_TOKEN_TTL.total_seconds())
 
+    def check_hook_secret(self, presented: str) -> None:
+        expected = os.environ.get("BREAKGLASS_INCIDENT_HOOK_SECRET", "")
+        if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
+            exc = Unauthenticated("invalid incident hook secret", rule="identity.hook_secret")
+            self.record_auth_refusal(exc)
+            raise exc
+
     def record_auth_refusal(self, exc: Unauthenticated) -> None:
         with UnitOfWork(self.engine) as uow:
             uow.events.append(ts=self.clock.now(), actor="anonymous", action=EventTag.AUTH_REFUSED,
@@ -73,8 +81,10 @@ class Container:
     def start_background(self) -> None:
         with self._lock:
             if self.settings.run_expiry and self.expiry is None:
-                self.broker.recover()
-                self.expiry = ExpiryLoop(self.broker, self.clock, self.settings.expiry_interval)
+                self.expiry = ExpiryLoop(self.broker, self.clock,
+                                         max_sleep=self.settings.expiry_interval,
+                                         drift_interval=self.settings.drift_interval)
+                self.broker.on_activated.append(self.expiry.wake)
                 self.expiry.start()
 
     def stop_background(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 
 import uvicorn
@@ -24,3 +26,17 @@ def run_server(
     container = bootstrap(settings)
     app = create_app(container)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def run_worker(catalog: Path, *, db_url: str) -> None:
+    """The background loop alone, until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    settings = Settings.from_env(catalog, db_url=db_url)
+    container = bootstrap(settings)
+    container.start_background()
+    try:
+        stop.wait()
+    finally:
+        container.stop_background()

@@ -22,7 +22,8 @@ class Settings:
     dev: bool = False
     state_dir: Path = field(default_factory=lambda: default_state_dir(os.environ))
     secret_key: bytes | None = None
-    expiry_interval: float = 0.5
+    expiry_interval: float = 1.0
+    drift_interval: float = 60.0
     run_expiry: bool = True
 
     @classmethod

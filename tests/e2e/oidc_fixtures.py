@@ -65,9 +65,19 @@ def running_broker(catalog: Path, state: Path, env: Mapping[str, str]) -> Iterat
     }
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [str(BIN), "serve", "--catalog", str(catalog), "--port", str(port),
-             "--db", f"sqlite:///{db}"],
-            env=full_env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                str(BIN),
+                "serve",
+                "--catalog",
+                str(catalog),
+                "--port",
+                str(port),
+                "--db",
+                f"sqlite:///{db}",
+            ],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -100,8 +110,12 @@ class OidcCli(Cli):
     """The CLI as separate people, each with their own config dir (and token file)."""
 
     def env(self, user: str) -> dict[str, str]:
-        env = {**os.environ, "XDG_CONFIG_HOME": str(self.home / user),
-               "BREAKGLASS_SERVER": self.server, "COLUMNS": "200"}
+        env = {
+            **os.environ,
+            "XDG_CONFIG_HOME": str(self.home / user),
+            "BREAKGLASS_SERVER": self.server,
+            "COLUMNS": "200",
+        }
         env.pop("BREAKGLASS_TOKEN", None)
         return env
 
@@ -112,7 +126,7 @@ class OidcCli(Cli):
         """``breakglass login`` for each user at once; each confirms in their own browser."""
         started = [(user, self._start_login(user)) for user in users]
         try:
-            for user, (proc, url) in started:
+            for user, (_, url) in started:
                 response = sign_in(url, user)
                 assert response.status_code == 200, (user, response.status_code, response.text)
             for user, (proc, _) in started:
@@ -126,8 +140,13 @@ class OidcCli(Cli):
                     proc.communicate(timeout=10)
 
     def _start_login(self, user: str) -> tuple[subprocess.Popen[str], str]:
-        proc = subprocess.Popen([str(BIN), "login"], env=self.env(user), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [str(BIN), "login"],
+            env=self.env(user),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert proc.stderr is not None
         seen: list[str] = []
         url = code = None
@@ -141,8 +160,9 @@ class OidcCli(Cli):
         if url is None or code is None:
             proc.kill()
             out, err = proc.communicate(timeout=10)
-            pytest.fail(f"`breakglass login` for {user} printed no device code:\n"
-                        f"{''.join(seen)}{err}{out}")
+            pytest.fail(
+                f"`breakglass login` for {user} printed no device code:\n{''.join(seen)}{err}{out}"
+            )
         assert code in url, (url, code)
         return proc, url
 
@@ -171,7 +191,8 @@ class JsonServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_POST = do_GET
+            def do_POST(self) -> None:
+                self.do_GET()
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return

@@ -148,8 +148,8 @@ def test_revoke_ends_access_at_once(broker, people, target):
     assert err.value.rule == "lifecycle.not_active"
 
 
-def test_a_target_down_at_revocation_keeps_the_grant_until_it_succeeds(broker, people, target,
-                                                                       clock):
+def test_a_target_down_at_revocation_is_retried_with_backoff_and_alerted_once(
+        broker, people, target, clock, engine):
     view = broker.request_access(people["uma"], ["embeddings-read"], incident="SEV-1234",
                                  reason="recovery", ttl=timedelta(seconds=10))
     target.fail_revoke = True
@@ -157,11 +157,58 @@ def test_a_target_down_at_revocation_keeps_the_grant_until_it_succeeds(broker, p
     broker.expire_due()
     stuck = broker.view(view.request.id)
     assert stuck.request.state is RequestState.REVOKING
-    assert stuck.grants[0].state.value == "active"
+    assert stuck.grants[0].state.value == "revocation_pending"
+    with UnitOfWork(engine) as uow:
+        assert "is down" in (uow.requests.last_error(view.request.id) or "")
+    tries = len(target.revocations)
+    broker.expire_due()  # before the backoff has passed: no new attempt
+    assert len(target.revocations) == tries
+    for _ in range(5):  # still down: attempts continue, the alert is raised only once
+        clock.advance(seconds=31)
+        broker.expire_due()
+    alerts = [e for e in broker.timeline("SEV-1234") if e.action == "grant:revocation:failed"]
+    assert len(alerts) == 1
     target.fail_revoke = False
+    clock.advance(seconds=31)  # the cap: within one retry interval after the target is back
     broker.expire_due()
-    assert broker.view(view.request.id).request.state is RequestState.EXPIRED
+    done = broker.view(view.request.id)
+    assert done.request.state is RequestState.EXPIRED
+    assert done.grants[0].state.value == "expired"
     assert target.live == {}
+
+
+def test_a_second_broker_never_revokes_what_the_first_holds(engine, loaded, clock, people,
+                                                            target, broker):
+    other = Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine),
+                   connectors={"embeddings-db": target}, clock=clock,
+                   secrets_box=SecretBox(SecretBox.new_key()))
+    view = broker.request_access(people["uma"], ["embeddings-read"], incident="SEV-1234",
+                                 reason="recovery", ttl=timedelta(seconds=5))
+    clock.advance(seconds=6)
+    with UnitOfWork(engine) as uow:  # the first broker claims the work, then "dies"
+        assert uow.requests.claim_due(clock.now(), broker.revoker.owner,
+                                      timedelta(seconds=30)) == [view.request.id]
+    assert other.expire_due() == 0
+    assert target.revocations == []
+    clock.advance(seconds=31)  # the lease ran out: the other broker takes over, once
+    assert other.expire_due() == 1
+    assert len(target.revocations) == 1
+    assert broker.expire_due() == 0
+    assert len(target.revocations) == 1
+
+
+def test_closing_an_incident_revokes_all_its_access(broker, people, target):
+    for _ in range(3):
+        broker.request_access(people["uma"], ["embeddings-read"], incident="SEV-7777",
+                              reason="recovery")
+    other = broker.request_access(people["uma"], ["embeddings-read"], incident="SEV-8888",
+                                  reason="recovery")
+    with pytest.raises(PolicyRefused):
+        broker.close_incident(people["uma"], "SEV-7777")
+    closed = broker.close_incident(people["vera"], "SEV-7777")
+    assert len(closed) == 3
+    assert list(target.live.values())[0].request_id == other.request.id
+    assert len(target.live) == 1
 
 
 def test_a_target_down_at_activation_fails_cleanly(broker, people, target):

@@ -124,6 +124,37 @@ def timeline(incident: str, who: CurrentPrincipal, c: ContainerDep) -> list[Even
     return [EventOut.of(e) for e in c.broker.timeline(incident)]
 
 
+@v1.post("/incidents/{incident}/close")
+def close_incident(incident: str, who: CurrentPrincipal, c: ContainerDep) -> dict[str, Any]:
+    """Revoke every active grant of the incident at once (both tracks)."""
+    return {"incident": incident, "revoked": c.broker.close_incident(who, incident)}
+
+
+@v1.post("/hooks/incidents/{incident}/closed")
+def incident_closed_hook(
+    incident: str, c: ContainerDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> dict[str, Any]:
+    """The same, for incident tools: authenticated by the shared hook secret."""
+    c.check_hook_secret(creds.credentials if creds else "")
+    return {"incident": incident,
+            "revoked": c.broker.revoker.close_incident(incident, "incident-hook")}
+
+
+@v1.get("/inventory")
+def inventory(
+    who: CurrentPrincipal, c: ContainerDep,
+    target: Annotated[str | None, Query(max_length=100)] = None,
+) -> list[dict[str, str]]:
+    """Standing privileges found on the targets (superusers, +@all users, long-lived keys)."""
+    return [vars_of(p) for p in c.broker.inventory(who, target)]
+
+
+def vars_of(found: Any) -> dict[str, str]:
+    return {"target": found.target, "subject": found.subject, "privilege": found.privilege,
+            "detail": found.detail}
+
+
 @v1.get("/catalog")
 def catalog(who: CurrentPrincipal, c: ContainerDep) -> dict[str, Any]:
     del who

@@ -16,7 +16,15 @@ and a checkpoint is ``sign_checkpoint(origin, state.size, state.root(), key, nam
 """
 
 from breakglass.audit.anchor import Anchor, LocalDirectoryAnchor, S3ObjectLockAnchor
-from breakglass.audit.canonical import canonical_json
+from breakglass.audit.canonical import (
+    BadRow,
+    JsonLine,
+    canonical_json,
+    event_leaf_bytes,
+    event_leaf_hash,
+    read_jsonl,
+    seal_event,
+)
 from breakglass.audit.checkpoint import (
     Checkpoint,
     CheckpointPolicy,
@@ -44,16 +52,7 @@ from breakglass.audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from breakglass.audit.verify import (
-    BadRow,
-    Problem,
-    VerifyReport,
-    event_leaf_bytes,
-    event_leaf_hash,
-    read_jsonl,
-    seal_event,
-    verify_log,
-)
+from breakglass.audit.verify import Problem, VerifyReport, verify_log, verify_proofs
 
 __all__ = [
     "EMPTY_ROOT",
@@ -63,6 +62,7 @@ __all__ = [
     "CheckpointPolicy",
     "CompactRange",
     "EvidenceSummary",
+    "JsonLine",
     "LeafSource",
     "LocalDirectoryAnchor",
     "Problem",
@@ -93,4 +93,5 @@ __all__ = [
     "verify_evidence_zip",
     "verify_inclusion",
     "verify_log",
+    "verify_proofs",
 ]

@@ -147,9 +147,11 @@ class S3ObjectLockAnchor(Anchor):
         try:
             config = self.client.get_object_lock_configuration(Bucket=self.bucket)
         except ClientError as exc:
-            raise AuditError(
-                f"bucket {self.bucket} has no Object Lock: checkpoints there could be deleted"
-            ) from exc
+            if exc.response.get("Error", {}).get("Code") == "ObjectLockConfigurationNotFoundError":
+                raise AuditError(
+                    f"bucket {self.bucket} has no Object Lock: checkpoints there could be deleted"
+                ) from exc
+            raise AuditError(f"cannot check Object Lock of bucket {self.bucket}: {exc}") from exc
         except BotoCoreError as exc:
             raise AuditError(f"cannot reach bucket {self.bucket}: {exc}") from exc
         enabled = config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
@@ -165,8 +167,12 @@ class S3ObjectLockAnchor(Anchor):
         seen: str | None = None
         try:
             while True:
-                page = self.client.list_object_versions(
-                    Bucket=self.bucket, Prefix=self.prefix, KeyMarker=marker
+                page = (
+                    self.client.list_object_versions(
+                        Bucket=self.bucket, Prefix=self.prefix, KeyMarker=marker
+                    )
+                    if marker  # an empty KeyMarker is not "from the start" everywhere
+                    else self.client.list_object_versions(Bucket=self.bucket, Prefix=self.prefix)
                 )
                 entries = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
                 for key in sorted({e["Key"] for e in entries if "Key" in e}):

@@ -20,18 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
-from breakglass.audit.canonical import canonical_json
+from breakglass.audit.canonical import LEAF_HASH_FIELD, canonical_json, event_leaf_hash, read_jsonl
 from breakglass.audit.checkpoint import Checkpoint, parse_and_verify, parse_vkey
 from breakglass.audit.merkle import TreeState, inclusion_proof
-from breakglass.audit.verify import (
-    LEAF_HASH_FIELD,
-    Problem,
-    VerifyReport,
-    event_leaf_hash,
-    read_jsonl,
-    verify_log,
-    verify_proofs,
-)
+from breakglass.audit.verify import Problem, VerifyReport, verify_log, verify_proofs
 from breakglass.domain.errors import AuditError
 
 FORMAT = "breakglass-evidence/1"

@@ -25,40 +25,28 @@ row before those that only bound a range:
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from breakglass.audit.canonical import canonical_json
+from breakglass.audit.canonical import (
+    LEAF_HASH_FIELD,
+    PREV_HASH_FIELD,
+    BadRow,
+    JsonLine,
+    event_leaf_bytes,
+    event_leaf_hash,
+    leaf_from_line,
+)
 from breakglass.audit.checkpoint import Checkpoint, parse_and_verify
 from breakglass.audit.merkle import EMPTY_ROOT, TreeState, verify_inclusion
 from breakglass.domain.errors import AuditError
 
-LEAF_HASH_FIELD = "leaf_hash"
-PREV_HASH_FIELD = "prev_hash"
 MAX_PROBLEMS = 1000
 
 _sha256 = hashlib.sha256
-
-
-def event_leaf_bytes(event: Mapping[str, Any]) -> bytes:
-    """The leaf data of a row: its canonical JSON without ``leaf_hash``."""
-    return canonical_json({k: v for k, v in event.items() if k != LEAF_HASH_FIELD})
-
-
-def event_leaf_hash(event: Mapping[str, Any]) -> bytes:
-    return _sha256(b"\x00" + event_leaf_bytes(event)).digest()
-
-
-def seal_event(event: Mapping[str, Any], prev_leaf_hash: bytes | None) -> dict[str, Any]:
-    """The row to store: ``event`` with ``prev_hash`` and ``leaf_hash`` filled in."""
-    sealed = {k: v for k, v in event.items() if k != LEAF_HASH_FIELD}
-    sealed[PREV_HASH_FIELD] = prev_leaf_hash.hex() if prev_leaf_hash is not None else None
-    sealed[LEAF_HASH_FIELD] = event_leaf_hash(sealed).hex()
-    return sealed
 
 
 @dataclass(frozen=True)
@@ -84,27 +72,6 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class BadRow:
-    """A row of an export that could not be read as a JSON object."""
-
-    line: int
-    error: str
-
-
-def read_jsonl(lines: Iterable[str | bytes]) -> Iterator[Mapping[str, Any] | BadRow]:
-    """Rows of a JSON Lines export; unreadable lines become :class:`BadRow`."""
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as exc:
-            yield BadRow(number, str(exc))
-            continue
-        yield row if isinstance(row, dict) else BadRow(number, "not a JSON object")
-
-
 _RANGE_KINDS = frozenset({"checkpoint", "truncated", "unanchored"})
 
 
@@ -125,6 +92,21 @@ class _Problems:
             self.items.append(Problem(index, kind, detail))
         else:
             self.omitted += 1
+
+    def check_index(self, index: Any, expected: int) -> int:
+        """Report an index that breaks the gapless sequence; the index to go on with."""
+        if type(index) is not int:
+            self.add(expected, "bad_index", f"row has no integer index: {index!r}")
+            return expected
+        if index > expected:
+            missing = f"{expected}" if index == expected + 1 else f"{expected}..{index - 1}"
+            self.add(
+                expected, "gap", f"expected index {expected}, found {index}: {missing} missing"
+            )
+        elif index < expected:
+            detail = f"index {index} comes after index {expected - 1}: a row inserted or moved"
+            self.add(index, "out_of_order", detail)
+        return index
 
 
 def _signed_heads(
@@ -149,8 +131,23 @@ def _signed_heads(
     return sorted(by_size.values(), key=lambda c: c.size)
 
 
+def _row_leaf(row: Mapping[str, Any], index: int, problems: _Problems) -> bytes | None:
+    """The row's leaf hash, with a problem if it disagrees with the stored one."""
+    stored = row.get(LEAF_HASH_FIELD)
+    if type(row) is JsonLine and type(stored) is str and (leaf := leaf_from_line(row, stored)):
+        return leaf
+    try:
+        leaf = event_leaf_hash(row)
+    except AuditError as exc:
+        problems.add(index, "unencodable", str(exc))
+        return None
+    if stored is not None and stored != leaf.hex():
+        problems.add(index, "leaf_hash", f"row content does not match its leaf_hash {stored}")
+    return leaf
+
+
 def verify_log(
-    events: Iterable[Mapping[str, Any] | BadRow],
+    events: Iterable[Mapping[str, Any] | JsonLine | BadRow],
     checkpoints: Iterable[str],
     public_key: Ed25519PublicKey,
     key_name: str,
@@ -175,34 +172,14 @@ def verify_log(
             problems.add(expected, "unreadable", f"line {row.line}: {row.error}")
             expected += 1
             continue
-        index = row.get("index")
-        if type(index) is not int:
-            problems.add(expected, "bad_index", f"row has no integer index: {index!r}")
-            index = expected
-        elif index > expected:
-            missing = f"{expected}" if index == expected + 1 else f"{expected}..{index - 1}"
-            problems.add(
-                expected, "gap", f"expected index {expected}, found {index}: {missing} missing"
-            )
-        elif index < expected:
-            problems.add(
-                index,
-                "out_of_order",
-                f"index {index} comes after index {expected - 1}: a row inserted or moved",
-            )
-        data = dict(row)
-        stored = data.pop(LEAF_HASH_FIELD, None)
-        try:
-            leaf = _sha256(b"\x00" + canonical_json(data)).digest()
-        except AuditError as exc:
-            problems.add(index, "unencodable", str(exc))
+        index = problems.check_index(row.get("index"), expected)
+        leaf = _row_leaf(row, index, problems)
+        if leaf is None:
             expected = index + 1
             continue
-        if stored is not None and stored != leaf.hex():
-            problems.add(index, "leaf_hash", f"row content does not match its leaf_hash {stored}")
-        if PREV_HASH_FIELD in data:
+        if PREV_HASH_FIELD in row:
             want = prev.hex() if prev is not None else None
-            if data[PREV_HASH_FIELD] != want:
+            if row[PREV_HASH_FIELD] != want:
                 detail = f"prev_hash is not the leaf hash {want} of the row before: one was altered"
                 problems.add(index, "chain", detail)
         prev = leaf

@@ -209,6 +209,44 @@ def serve(
 
 
 @app.command()
+def worker(
+    catalog: Annotated[Path, typer.Option("--catalog", help="Catalog YAML file.")],
+    db: Annotated[str, typer.Option("--db", envvar="BREAKGLASS_DB")],
+) -> None:
+    """Run only the expiry, retry and drift loop (for several brokers on one PostgreSQL)."""
+    from breakglass.server import run_worker
+
+    run_worker(catalog, db_url=db)
+
+
+@app.command()
+def inventory(
+    target: Annotated[str | None, typer.Option("--target")] = None,
+    server: Server = None,
+    as_json: Json = False,
+) -> None:
+    """Standing privileges found on the targets."""
+    params = {"target": target} if target else None
+    rows = ApiClient(server).call("GET", "/v1/inventory", params=params)
+    if as_json:
+        render.emit_json(rows)
+        return
+    for row in rows:
+        render.out.print(f"{row['target']:<20} {row['subject']:<24} {row['privilege']:<20} "
+                         f"{row['detail']}")
+
+
+@app.command("close-incident")
+def close_incident(incident: str, server: Server = None, as_json: Json = False) -> None:
+    """Revoke every active grant of an incident now."""
+    data = ApiClient(server).call("POST", f"/v1/incidents/{incident}/close")
+    if as_json:
+        render.emit_json(data)
+    else:
+        render.out.print(f"revoked {len(data['revoked'])} request(s) of {incident}")
+
+
+@app.command()
 def demo(port: Annotated[int, typer.Option("--port")] = 8080) -> None:
     """One command: SQLite, the demo catalog, dev identity and a local PostgreSQL target."""
     from breakglass.demo import run_demo

@@ -77,6 +77,9 @@ class Connector(abc.ABC):
     """Base class for target connectors. See the module docstring."""
 
     type: ClassVar[str]
+    lists_managed: ClassVar[bool] = True
+    """False for targets that cannot enumerate what the broker made (certificates,
+    STS sessions); drift reconciliation skips them and relies on native expiry."""
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         self.name = name

@@ -211,6 +211,7 @@ class AccessRequest:
 
 class GrantState(StrEnum):
     ACTIVE = "active"
+    REVOCATION_PENDING = "revocation_pending"
     REVOKED = "revoked"
     EXPIRED = "expired"
     FAILED = "failed"

@@ -10,25 +10,26 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from breakglass.connectors import Connector, GrantSpec
+from breakglass.connectors import Connector, GrantSpec, StandingPrivilege
 from breakglass.domain import policy as rules
-from breakglass.domain.errors import Conflict, NotFound, PolicyRefused, TargetError
+from breakglass.domain.errors import NotFound, PolicyRefused, TargetError
 from breakglass.domain.events import EventTag
 from breakglass.domain.model import (
     AccessRequest,
     Approval,
     Grant,
-    GrantState,
     Policy,
     Principal,
     RequestState,
 )
 from breakglass.service.ports import Clock, SecretBox
+from breakglass.service.recording import record
+from breakglass.service.revocation import Revoker
 from breakglass.storage.events import Event, iter_events
 from breakglass.storage.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -59,6 +60,10 @@ class Broker:
         self._connectors = connectors
         self._clock = clock
         self._box = secrets_box
+        self.revoker = Revoker(policy=policy, uow=uow, connectors=connectors, clock=clock)
+        self.uow_factory = uow
+        self.connectors = connectors
+        self.on_activated: list[Callable[[], None]] = []
 
     # -- refusals -------------------------------------------------------------------
 
@@ -271,6 +276,7 @@ class Broker:
 
     def _begin_activation(self, uow: UnitOfWork, req: AccessRequest, now: datetime) -> None:
         req.transition(RequestState.ACTIVATING)
+        req.activated_at = now  # when activation started; recovery leaves young ones alone
         req.expires_at = now + req.ttl
         uow.requests.save(req)
         self._event(uow, req, "broker", EventTag.REQUEST_ACTIVATING,
@@ -297,7 +303,7 @@ class Broker:
                 issued.append((grant, self._box.seal(json.dumps(dict(cred.secret)).encode())))
         except TargetError as exc:
             for grant, _ in issued:
-                self._try_revoke(grant)
+                self.revoker.try_revoke(grant)
             with self._uow() as uow:
                 req = uow.requests.get(request_id, for_update=True)
                 req.transition(RequestState.FAILED)
@@ -318,94 +324,37 @@ class Broker:
             req.transition(RequestState.ACTIVE)
             req.activated_at = self._clock.now()
             uow.requests.save(req)
+            for callback in self.on_activated:
+                uow.on_commit(callback)
             self._event(uow, req, "broker", EventTag.REQUEST_ACTIVE,
                         payload={"expires_at": grant_expiry(req)})
 
-    def _try_revoke(self, grant: Grant) -> str | None:
-        try:
-            self._connector(grant.target).revoke(grant.target_ref, grant.artefacts)
-        except TargetError as exc:
-            return str(exc)
-        return None
-
     def end_access(self, request_id: str, final: RequestState, actor: str, reason: str) -> bool:
-        """Revoke every grant of an active request; True when all are gone."""
-        now = self._clock.now()
-        with self._uow() as uow:
-            req = uow.requests.get(request_id, for_update=True)
-            if req.state is RequestState.ACTIVE:
-                req.begin_ending(final, reason, now)
-                uow.requests.save(req)
-            elif req.state is not RequestState.REVOKING:
-                return True
-            grants = [g for g in uow.grants.for_request(req.id) if g.state is GrantState.ACTIVE]
-        outcomes = [(g, self._try_revoke(g)) for g in grants]
-        with self._uow() as uow:
-            req = uow.requests.get(request_id, for_update=True)
-            grant_state = GrantState.EXPIRED if req.end_state is RequestState.EXPIRED else (
-                GrantState.REVOKED)
-            tag = EventTag.GRANT_EXPIRED if grant_state is GrantState.EXPIRED else (
-                EventTag.GRANT_REVOKED)
-            for grant, error in outcomes:
-                if error is None:
-                    uow.grants.set_state(grant.id, grant_state, self._clock.now())
-                    uow.grants.drop_secret(grant.id)
-                    self._event(uow, req, actor, tag, grant_id=grant.id, reason=req.end_reason,
-                                payload={"target": grant.target, "target_ref": grant.target_ref})
-                else:
-                    uow.grants.set_error(grant.id, error)
-                    self._event(uow, req, "broker", EventTag.GRANT_REVOCATION_FAILED,
-                                grant_id=grant.id, outcome="error", reason=error)
-            done = all(error is None for _, error in outcomes)
-            if done:
-                req.finish_ending()
-                uow.requests.save(req)
-                self._event(uow, req, actor, EventTag.REQUEST_ENDED, reason=req.end_reason,
-                            payload={"state": req.state.value})
-        return done
+        return self.revoker.end_access(request_id, final, actor, reason)
 
     def expire_due(self) -> int:
-        """End every request whose time is up; return how many were handled."""
-        now = self._clock.now()
-        with self._uow() as uow:
-            due = uow.requests.due_ids(now)
-        handled = 0
-        for request_id in due:
-            with self._uow() as uow:
-                req = uow.requests.get(request_id, for_update=True)
-                if req.state is RequestState.PENDING and req.pending_until <= now:
-                    req.transition(RequestState.EXPIRED)
-                    req.ended_at, req.end_reason = now, "no decision before the pending timeout"
-                    uow.requests.save(req)
-                    self._event(uow, req, "broker", EventTag.REQUEST_EXPIRED,
-                                reason=req.end_reason)
-                    handled += 1
-                    continue
-            if self.end_access(request_id, RequestState.EXPIRED, "broker", "expired"):
-                handled += 1
-        return handled
+        return self.revoker.expire_due()
 
-    def recover(self) -> None:
-        """After a restart: roll back activations that never finished."""
-        with self._uow() as uow:
-            stuck = uow.requests.in_state(RequestState.ACTIVATING)
-        for request_id in stuck:
-            with self._uow() as uow:
-                req = uow.requests.get(request_id, for_update=True)
-                if req.state is not RequestState.ACTIVATING:
-                    continue
-                for i, role_name in enumerate(req.roles):
-                    role = self.policy.roles[role_name]
-                    connector = self._connector(role.target)
-                    planned = connector.planned_ref(f"{req.id}-g{i}")
-                    if planned is not None:  # revoke is idempotent: absent is fine
-                        connector.revoke(planned)
-                req.transition(RequestState.FAILED)
-                req.ended_at = self._clock.now()
-                req.end_reason = "activation interrupted; rolled back at startup"
-                uow.requests.save(req)
-                self._event(uow, req, "broker", EventTag.REQUEST_ACTIVATION_FAILED,
-                            outcome="error", reason=req.end_reason)
+    def recover(self) -> int:
+        return self.revoker.recover()
+
+    def close_incident(self, principal: Principal, incident: str) -> list[str]:
+        if not any(principal.matches(s) for sels in self.policy.approvers.values() for s in sels):
+            self._refuse(principal, EventTag.ACTION_REFUSED, rules.Denied(
+                "incident.close_not_allowed", "only an approver can close an incident's access"),
+                incident=incident)
+        return self.revoker.close_incident(incident, principal.name)
+
+    def inventory(self, principal: Principal, target: str | None) -> list[StandingPrivilege]:
+        if not any(principal.matches(s) for sels in self.policy.approvers.values() for s in sels):
+            self._refuse(principal, EventTag.ACTION_REFUSED, rules.Denied(
+                "inventory.not_allowed",
+                "only approvers can read the standing-privilege inventory"))
+        names = [target] if target else sorted(self.connectors)
+        found: list[StandingPrivilege] = []
+        for name in names:
+            found.extend(self._connector(name).inventory())
+        return found
 
     # -- queries --------------------------------------------------------------------
 
@@ -438,36 +387,11 @@ class Broker:
     # -- helpers --------------------------------------------------------------------
 
     def _connector(self, target: str) -> Connector:
-        connector = self._connectors.get(target)
-        if connector is None:
-            raise Conflict(f"target {target} has no connector configured", rule="target.missing")
-        return connector
+        return self.revoker.connector(target)
 
-    def _event(
-        self,
-        uow: UnitOfWork,
-        req: AccessRequest,
-        actor: str,
-        tag: EventTag,
-        *,
-        grant_id: str | None = None,
-        outcome: str = "ok",
-        reason: str | None = None,
-        payload: Mapping[str, Any] | None = None,
-        ts: datetime | None = None,
-    ) -> None:
-        uow.events.append(
-            ts=ts or self._clock.now(),
-            actor=actor,
-            action=tag,
-            outcome=outcome,
-            request_id=req.id,
-            grant_id=grant_id,
-            incident=req.incident,
-            zone=req.zone.value,
-            reason=reason,
-            payload={"state": req.state.value, **(payload or {})},
-        )
+    def _event(self, uow: UnitOfWork, req: AccessRequest, actor: str, tag: EventTag,
+               **kwargs: Any) -> None:
+        record(uow, kwargs.pop("ts", None) or self._clock.now(), req, actor, tag, **kwargs)
 
 
 def grant_expiry(req: AccessRequest) -> str | None:

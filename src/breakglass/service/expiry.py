@@ -1,17 +1,20 @@
-"""The expiry loop: revokes every grant at ``expires_at`` and times out pending requests.
+"""The background loop: expiry, retries, recovery and drift, in one thread.
 
-It sleeps until the nearest deadline (at most ``interval`` seconds, so a new
-nearer deadline is seen quickly) and, after a restart, catches up on
+It sleeps until the nearest deadline (woken early when an activation adds a
+nearer one), so a grant is revoked within moments of ``expires_at`` without
+polling the store in a tight loop. After a restart it catches up on
 everything that came due while the broker was down.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 import structlog
 
 from breakglass.domain.errors import BreakglassError
+from breakglass.service import drift
 from breakglass.service.broker import Broker
 from breakglass.service.ports import Clock
 
@@ -19,11 +22,15 @@ log = structlog.get_logger("breakglass.expiry")
 
 
 class ExpiryLoop:
-    def __init__(self, broker: Broker, clock: Clock, interval: float = 0.5) -> None:
+    def __init__(self, broker: Broker, clock: Clock, *, max_sleep: float = 1.0,
+                 drift_interval: float = 60.0, recover_interval: float = 10.0) -> None:
         self._broker = broker
         self._clock = clock
-        self._interval = interval
+        self._max_sleep = max_sleep
+        self._drift_interval = drift_interval
+        self._recover_interval = recover_interval
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="breakglass-expiry", daemon=True)
 
     def start(self) -> None:
@@ -31,20 +38,38 @@ class ExpiryLoop:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    def wake(self) -> None:
+        """A nearer deadline may exist now (called after each activation)."""
+        self._wake.set()
 
     def _run(self) -> None:
+        next_drift = time.monotonic() + self._drift_interval
+        next_recover = time.monotonic()
         while not self._stop.is_set():
+            self._wake.clear()
+            deadline = None
             try:
+                if time.monotonic() >= next_recover:
+                    self._broker.recover()
+                    next_recover = time.monotonic() + self._recover_interval
                 self._broker.expire_due()
+                if time.monotonic() >= next_drift:
+                    report = drift.sweep(self._broker.uow_factory, self._broker.connectors,
+                                         self._clock)
+                    if report.orphans_revoked or report.missing:
+                        log.warning("drift", orphans=report.orphans_revoked,
+                                    missing=report.missing)
+                    next_drift = time.monotonic() + self._drift_interval
                 deadline = self._broker.next_deadline()
             except BreakglassError as exc:
                 log.warning("expiry pass failed", error=str(exc), rule=exc.rule)
-                deadline = None
             except Exception:
                 log.exception("expiry pass crashed")
-                deadline = None
-            wait = self._interval
+            wait = self._max_sleep
             if deadline is not None:
-                wait = max(0.05, min(wait, (deadline - self._clock.now()).total_seconds()))
-            self._stop.wait(wait)
+                wait = max(0.0, min(wait, (deadline - self._clock.now()).total_seconds()))
+            if wait > 0:
+                self._wake.wait(wait)

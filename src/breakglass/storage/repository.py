@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from breakglass.domain.errors import Conflict, NotFound
 from breakglass.domain.model import (
@@ -145,18 +146,82 @@ class RequestRepository:
             query = query.where(t.requests.c.requester == requester)
         return [self.get(r.id) for r in self._conn.execute(query).all()]
 
-    def due_ids(self, now: datetime, limit: int = 100) -> list[str]:
-        """Requests whose access or whose wait has run out, oldest first."""
-        active = (
-            select(t.requests.c.id)
-            .where(
-                t.requests.c.state.in_([RequestState.ACTIVE.value, RequestState.REVOKING.value]),
-                t.requests.c.expires_at <= now,
-            )
-            .order_by(t.requests.c.expires_at)
-            .limit(limit)
+    def claim_due(
+        self, now: datetime, owner: str, lease: timedelta, limit: int = 100
+    ) -> list[str]:
+        """Claim access that has run out (or whose revocation is due for a retry).
+
+        On PostgreSQL the rows are picked with ``FOR UPDATE SKIP LOCKED`` so that
+        brokers sharing a database claim disjoint batches; the lease lets another
+        broker take over when the owner dies mid-claim."""
+        r = t.requests.c
+        free = or_(r.lease_until.is_(None), r.lease_until <= now)
+        due = or_(
+            and_(r.state == RequestState.ACTIVE.value, r.expires_at <= now),
+            and_(
+                r.state == RequestState.REVOKING.value,
+                or_(r.next_attempt_at.is_(None), r.next_attempt_at <= now),
+            ),
         )
-        pending = (
+        query = select(r.id).where(due, free).order_by(r.expires_at).limit(limit)
+        if self._locking:
+            query = query.with_for_update(skip_locked=True)
+        ids = [row.id for row in self._conn.execute(query)]
+        if ids:
+            self._conn.execute(
+                update(t.requests)
+                .where(r.id.in_(ids))
+                .values(lease_owner=owner, lease_until=now + lease)
+            )
+        return ids
+
+    def take_lease(self, request_id: str, owner: str, now: datetime, lease: timedelta) -> bool:
+        """Hold the revocation work of one (row-locked) request, unless another broker does."""
+        row = self._conn.execute(
+            select(t.requests.c.lease_owner, t.requests.c.lease_until).where(
+                t.requests.c.id == request_id
+            )
+        ).one()
+        until = t.UTCDateTime().process_result_value(row.lease_until, self._conn.dialect)
+        if row.lease_owner not in (None, owner) and until is not None and until > now:
+            return False
+        self._conn.execute(
+            update(t.requests)
+            .where(t.requests.c.id == request_id)
+            .values(lease_owner=owner, lease_until=now + lease)
+        )
+        return True
+
+    def release(self, request_id: str) -> None:
+        """Give the work back after it succeeded."""
+        self._conn.execute(
+            update(t.requests)
+            .where(t.requests.c.id == request_id)
+            .values(lease_owner=None, lease_until=None, next_attempt_at=None, last_error=None)
+        )
+
+    def release_failed(self, request_id: str, error: str, now: datetime,
+                       backoff: Callable[[int], timedelta]) -> int:
+        """Give the work back after a failure: count it and schedule the retry."""
+        r = t.requests.c
+        attempts = int(self._conn.execute(
+            select(r.attempts).where(r.id == request_id)).scalar() or 0) + 1
+        self._conn.execute(
+            update(t.requests)
+            .where(r.id == request_id)
+            .values(lease_owner=None, lease_until=None, attempts=attempts,
+                    next_attempt_at=now + backoff(attempts), last_error=error)
+        )
+        return attempts
+
+    def last_error(self, request_id: str) -> str | None:
+        value = self._conn.execute(
+            select(t.requests.c.last_error).where(t.requests.c.id == request_id)
+        ).scalar()
+        return None if value is None else str(value)
+
+    def pending_timed_out(self, now: datetime, limit: int = 100) -> list[str]:
+        query = (
             select(t.requests.c.id)
             .where(
                 t.requests.c.state == RequestState.PENDING.value,
@@ -164,9 +229,14 @@ class RequestRepository:
             )
             .limit(limit)
         )
-        return [r.id for r in self._conn.execute(active)] + [
-            r.id for r in self._conn.execute(pending)
-        ]
+        return [row.id for row in self._conn.execute(query)]
+
+    def active_for_incident(self, incident: str) -> list[str]:
+        query = select(t.requests.c.id).where(
+            t.requests.c.incident == incident,
+            t.requests.c.state.in_([RequestState.ACTIVE.value, RequestState.REVOKING.value]),
+        )
+        return [row.id for row in self._conn.execute(query)]
 
     def in_state(self, state: RequestState) -> list[str]:
         return [
@@ -180,7 +250,7 @@ class RequestRepository:
         """The nearest expiry or pending timeout: when the expiry loop must wake."""
         active = self._conn.execute(
             select(func.min(t.requests.c.expires_at)).where(
-                t.requests.c.state.in_([RequestState.ACTIVE.value, RequestState.REVOKING.value])
+                t.requests.c.state == RequestState.ACTIVE.value
             )
         ).scalar()
         pending = self._conn.execute(
@@ -188,7 +258,12 @@ class RequestRepository:
                 t.requests.c.state == RequestState.PENDING.value
             )
         ).scalar()
-        values = [v for v in (active, pending) if v is not None]
+        retry = self._conn.execute(
+            select(func.min(t.requests.c.next_attempt_at)).where(
+                t.requests.c.state == RequestState.REVOKING.value
+            )
+        ).scalar()
+        values = [v for v in (active, pending, retry) if v is not None]
         if not values:
             return None
         found = min(values)
@@ -261,13 +336,25 @@ class GrantRepository:
             update(t.grants).where(t.grants.c.id == grant_id).values(expires_at=expires_at)
         )
 
-    def managed_refs(self, target: str) -> set[str]:
+    def owned_refs(self, target: str) -> set[str]:
+        """Target refs the store still answers for: active or still being revoked."""
         rows = self._conn.execute(
             select(t.grants.c.target_ref).where(
-                t.grants.c.target == target, t.grants.c.state == GrantState.ACTIVE.value
+                t.grants.c.target == target,
+                t.grants.c.state.in_(
+                    [GrantState.ACTIVE.value, GrantState.REVOCATION_PENDING.value]
+                ),
             )
         )
         return {r.target_ref for r in rows}
+
+    def active_refs(self, target: str) -> list[tuple[str, str]]:
+        rows = self._conn.execute(
+            select(t.grants.c.id, t.grants.c.target_ref).where(
+                t.grants.c.target == target, t.grants.c.state == GrantState.ACTIVE.value
+            )
+        )
+        return [(r.id, r.target_ref) for r in rows]
 
     def store_secret(self, grant_id: str, ciphertext: bytes) -> None:
         self._conn.execute(insert(t.credentials).values(grant_id=grant_id, ciphertext=ciphertext))

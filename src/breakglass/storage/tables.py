@@ -74,6 +74,12 @@ requests = Table(
     Column("ended_at", UTCDateTime),
     Column("end_reason", Text, nullable=False, default=""),
     Column("end_state", String(20)),
+    # revocation work: who holds it, until when, and how its retries are going
+    Column("lease_owner", String(64)),
+    Column("lease_until", UTCDateTime),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("next_attempt_at", UTCDateTime),
+    Column("last_error", Text),
     Column("version", Integer, nullable=False, default=0),
 )
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
-from breakglass.storage.events import EventLog
+from breakglass.storage.events import Event, EventLog, iter_events
 from breakglass.storage.repository import GrantRepository, RequestRepository
 
 
@@ -83,6 +83,9 @@ class UnitOfWork:
             for callback in self._after_commit:
                 callback()
         self._after_commit.clear()
+
+    def events_since(self, start: int) -> list[Event]:
+        return list(iter_events(self.connection, start=start))
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         self._after_commit.append(callback)

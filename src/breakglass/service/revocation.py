@@ -1,0 +1,184 @@
+"""Ending access: expiry, forced revocation, retries, crash recovery, incident close.
+
+Work on a request is claimed with a lease written in the same row-locked
+transaction that records the intent (``revoking``), so any number of brokers
+and workers on one PostgreSQL never revoke one grant twice, and a broker that
+dies mid-claim leaves work another picks up when the lease runs out. A target
+that is down is retried with capped exponential backoff, forever.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+
+from breakglass.connectors import Connector
+from breakglass.domain.errors import Conflict, TargetError
+from breakglass.domain.events import EventTag
+from breakglass.domain.model import Grant, GrantState, Policy, RequestState
+from breakglass.service.ports import Clock
+from breakglass.service.recording import record
+from breakglass.storage.uow import UnitOfWorkFactory
+
+LEASE = timedelta(seconds=30)
+RETRY_CAP = timedelta(seconds=30)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """1 s, 2 s, 4 s ... capped: a target that comes back is retried within the cap."""
+    return min(RETRY_CAP, timedelta(seconds=2 ** min(attempts - 1, 10)))
+
+
+class Revoker:
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        uow: UnitOfWorkFactory,
+        connectors: Mapping[str, Connector],
+        clock: Clock,
+        workers: int = 8,
+    ) -> None:
+        self._policy = policy
+        self._uow = uow
+        self._connectors = connectors
+        self._clock = clock
+        self._workers = workers
+        self.owner = "broker-" + secrets.token_hex(6)
+
+    def connector(self, target: str) -> Connector:
+        found = self._connectors.get(target)
+        if found is None:
+            raise Conflict(f"target {target} has no connector configured", rule="target.missing")
+        return found
+
+    def try_revoke(self, grant: Grant) -> str | None:
+        try:
+            self.connector(grant.target).revoke(grant.target_ref, grant.artefacts)
+        except TargetError as exc:
+            return str(exc)
+        return None
+
+    def end_access(self, request_id: str, final: RequestState, actor: str, reason: str) -> bool:
+        """Revoke every grant of one request; True when all are gone (or nothing to do)."""
+        now = self._clock.now()
+        with self._uow() as uow:
+            req = uow.requests.get(request_id, for_update=True)
+            if req.state not in (RequestState.ACTIVE, RequestState.REVOKING):
+                return True
+            if not uow.requests.take_lease(req.id, self.owner, now, LEASE):
+                return False  # another broker is revoking it right now
+            if req.state is RequestState.ACTIVE:
+                req.begin_ending(final, reason, now)
+                uow.requests.save(req)
+                record(uow, now, req, actor, EventTag.REQUEST_ENDING, reason=reason)
+            grants = [g for g in uow.grants.for_request(req.id)
+                      if g.state in (GrantState.ACTIVE, GrantState.REVOCATION_PENDING)]
+        outcomes = [(g, self.try_revoke(g)) for g in grants]
+        return self._finish(request_id, actor, outcomes)
+
+    def _finish(self, request_id: str, actor: str,
+                outcomes: list[tuple[Grant, str | None]]) -> bool:
+        now = self._clock.now()
+        with self._uow() as uow:
+            req = uow.requests.get(request_id, for_update=True)
+            expired = req.end_state is RequestState.EXPIRED
+            done_state = GrantState.EXPIRED if expired else GrantState.REVOKED
+            tag = EventTag.GRANT_EXPIRED if expired else EventTag.GRANT_REVOKED
+            errors = [e for _, e in outcomes if e is not None]
+            for grant, error in outcomes:
+                if error is None:
+                    uow.grants.set_state(grant.id, done_state, now)
+                    uow.grants.drop_secret(grant.id)
+                    record(uow, now, req, actor, tag, grant_id=grant.id, reason=req.end_reason,
+                           payload={"target": grant.target, "target_ref": grant.target_ref,
+                                    "lag_ms": _lag_ms(grant, now) if expired else None})
+                else:
+                    uow.grants.set_state(grant.id, GrantState.REVOCATION_PENDING, None, error)
+            if errors:
+                attempts = uow.requests.release_failed(req.id, "; ".join(errors), now,
+                                                       retry_delay)
+                if attempts == 1:  # alert once, then keep trying quietly
+                    record(uow, now, req, "broker", EventTag.GRANT_REVOCATION_FAILED,
+                           outcome="error", reason="; ".join(errors),
+                           payload={"alert": True, "retry": "with backoff until it succeeds"})
+                return False
+            uow.requests.release(req.id)
+            req.finish_ending()
+            uow.requests.save(req)
+            record(uow, now, req, actor, EventTag.REQUEST_ENDED, reason=req.end_reason,
+                   payload={"state": req.state.value})
+        return True
+
+    def expire_due(self) -> int:
+        """Claim and end every request whose time is up; return how many ended."""
+        now = self._clock.now()
+        with self._uow() as uow:
+            pending = uow.requests.pending_timed_out(now)
+        for request_id in pending:
+            self._time_out_pending(request_id, now)
+        ended = 0
+        while True:
+            with self._uow() as uow:
+                claimed = uow.requests.claim_due(self._clock.now(), self.owner, LEASE,
+                                                 limit=200)
+            if not claimed:
+                return ended + len(pending)
+            with ThreadPoolExecutor(max_workers=self._workers) as pool:
+                results = list(pool.map(
+                    lambda rid: self.end_access(rid, RequestState.EXPIRED, "broker", "expired"),
+                    claimed))
+            ended += sum(results)
+            if not all(results):
+                return ended + len(pending)  # failures wait for their backoff
+
+    def _time_out_pending(self, request_id: str, now: datetime) -> None:
+        with self._uow() as uow:
+            req = uow.requests.get(request_id, for_update=True)
+            if req.state is not RequestState.PENDING or req.pending_until > now:
+                return
+            req.transition(RequestState.EXPIRED)
+            req.ended_at, req.end_reason = now, "no decision before the pending timeout"
+            uow.requests.save(req)
+            record(uow, now, req, "broker", EventTag.REQUEST_EXPIRED, reason=req.end_reason)
+
+    def recover(self, older_than: timedelta = timedelta(seconds=60)) -> int:
+        """Roll back activations that never finished (a crash between target and store)."""
+        now = self._clock.now()
+        with self._uow() as uow:
+            stuck = uow.requests.in_state(RequestState.ACTIVATING)
+        rolled_back = 0
+        for request_id in stuck:
+            with self._uow() as uow:
+                req = uow.requests.get(request_id, for_update=True)
+                started = req.activated_at or req.created_at
+                if req.state is not RequestState.ACTIVATING or now - started < older_than:
+                    continue
+                for i, role_name in enumerate(req.roles):
+                    connector = self.connector(self._policy.roles[role_name].target)
+                    planned = connector.planned_ref(f"{req.id}-g{i}")
+                    if planned is not None:  # revoke is idempotent: absent is fine
+                        connector.revoke(planned)
+                req.transition(RequestState.FAILED)
+                req.ended_at = now
+                req.end_reason = "activation interrupted; rolled back"
+                uow.requests.save(req)
+                record(uow, now, req, "broker", EventTag.REQUEST_ACTIVATION_FAILED,
+                       outcome="error", reason=req.end_reason)
+                rolled_back += 1
+        return rolled_back
+
+    def close_incident(self, incident: str, actor: str) -> list[str]:
+        """Revoke every active request of an incident, both tracks, at once."""
+        with self._uow() as uow:
+            ids = uow.requests.active_for_incident(incident)
+        for request_id in ids:
+            self.end_access(request_id, RequestState.REVOKED, actor,
+                            f"incident {incident} closed by {actor}")
+        return ids
+
+
+def _lag_ms(grant: Grant, now: datetime) -> int:
+    return int((now - grant.expires_at).total_seconds() * 1000)
