@@ -207,7 +207,7 @@ def test_closing_an_incident_revokes_all_its_access(broker, people, target):
         broker.close_incident(people["uma"], "SEV-7777")
     closed = broker.close_incident(people["vera"], "SEV-7777")
     assert len(closed) == 3
-    assert list(target.live.values())[0].request_id == other.request.id
+    assert next(iter(target.live.values())).request_id == other.request.id
     assert len(target.live) == 1
 
 

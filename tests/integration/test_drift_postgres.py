@@ -67,8 +67,6 @@ def test_a_vanished_credential_is_alerted(target, pg_engine, loaded, clock, peop
                     secrets_box=SecretBox(SecretBox.new_key()))
     view = broker.request_access(people["uma"], ["embeddings-read"], incident="SEV-4243",
                                  reason="recovery")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE ROLE bg_keepalive_other NOLOGIN")
     connector.revoke(view.grants[0].target_ref)  # someone dropped it behind our back
     report = drift.sweep(lambda: UnitOfWork(pg_engine), {"embeddings-db": connector}, clock)
     assert view.grants[0].target_ref in report.missing

@@ -205,6 +205,7 @@ class AwsStsConnector(Connector):
     """Grants are STS sessions on one emergency IAM role. See the module docstring."""
 
     type: ClassVar[str] = "aws"
+    lists_managed: ClassVar[bool] = False
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any]) -> list[str]:

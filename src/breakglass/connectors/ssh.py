@@ -83,6 +83,7 @@ class SshCertificateConnector(Connector):
     """Short-lived OpenSSH user certificates signed by a user CA. See the module docstring."""
 
     type: ClassVar[str] = "ssh"
+    lists_managed: ClassVar[bool] = False
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         super().__init__(name, config)

@@ -29,13 +29,13 @@ class DriftReport:
 def sweep(uow: UnitOfWorkFactory, connectors: Mapping[str, Connector], clock: Clock) -> DriftReport:
     report = DriftReport()
     for name, connector in connectors.items():
+        if not connector.lists_managed:
+            continue
         try:
             on_target = set(connector.list_managed())
         except TargetError as exc:
             report.errors.append(str(exc))
             continue
-        if not on_target:
-            continue  # nothing listed (or the connector cannot list): nothing to compare
         with uow() as u:
             owned = u.grants.owned_refs(name)
             in_flight = {
