@@ -61,7 +61,7 @@ def test_an_out_of_band_marker_role_is_revoked_and_alerted(target, pg_engine, lo
 
 
 def test_a_vanished_credential_is_alerted(target, pg_engine, loaded, clock, people):
-    dsn, connector = target
+    _dsn, connector = target
     broker = Broker(policy=loaded.policy, uow=lambda: UnitOfWork(pg_engine),
                     connectors={"embeddings-db": connector}, clock=clock,
                     secrets_box=SecretBox(SecretBox.new_key()))
