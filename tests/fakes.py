@@ -8,6 +8,7 @@ from typing import Any
 
 from breakglass.connectors import MARKER_PREFIX, Connector, GrantSpec, IssuedCredential
 from breakglass.domain.errors import TargetError
+from breakglass.domain.incidents import IncidentLookup, IncidentStatus
 from breakglass.domain.model import Principal, PrincipalKind
 
 
@@ -62,3 +63,22 @@ def human(name: str, *groups: str, mfa: bool = True, auth_time: datetime | None 
     when = auth_time or (clock.now() if clock else datetime(2026, 11, 23, 2, 10, tzinfo=UTC))
     return Principal(name=name, kind=PrincipalKind.HUMAN, groups=frozenset(groups), mfa=mfa,
                      auth_time=when, amr=("mfa",) if mfa else ("pwd",))
+
+
+class FakeIncidentDirectory:
+    """An incident system in memory: ``incidents[id] = "open" | "closed"``; ``down`` to fail."""
+
+    def __init__(self, **incidents: str) -> None:
+        self.incidents = {k.replace("_", "-"): v for k, v in incidents.items()}
+        self.down = False
+        self.asked: list[str] = []
+
+    def lookup(self, incident: str) -> IncidentLookup:
+        self.asked.append(incident)
+        if self.down:
+            return IncidentLookup(incident, IncidentStatus.UNAVAILABLE, "ConnectError")
+        status = self.incidents.get(incident)
+        if status is None:
+            return IncidentLookup(incident, IncidentStatus.UNKNOWN)
+        state = IncidentStatus.OPEN if status == "open" else IncidentStatus.CLOSED
+        return IncidentLookup(incident, state, status)

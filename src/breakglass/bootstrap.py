@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,8 +22,11 @@ from breakglass.domain.policy import Denied
 from breakglass.identity.devissuer import DevIssuer
 from breakglass.identity.jwks import JwksCache
 from breakglass.identity.oidc import TokenVerifier, WorkloadIdentity
+from breakglass.notify.operations import Operations, build_operations
+from breakglass.service import crashpoints
 from breakglass.service.broker import Broker
 from breakglass.service.expiry import ExpiryLoop
+from breakglass.service.incidents import HttpIncidentDirectory
 from breakglass.service.ports import Clock, SecretBox, SystemClock
 from breakglass.settings import Settings
 from breakglass.storage.migrate import upgrade
@@ -44,6 +48,7 @@ class Container:
     dev_issuer: DevIssuer | None = None
     connectors: dict[str, Connector] = field(default_factory=dict)
     expiry: ExpiryLoop | None = None
+    operations: Operations | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def dev_login(self, username: str) -> tuple[str, int]:
@@ -83,15 +88,20 @@ class Container:
             if self.settings.run_expiry and self.expiry is None:
                 self.expiry = ExpiryLoop(self.broker, self.clock,
                                          max_sleep=self.settings.expiry_interval,
-                                         drift_interval=self.settings.drift_interval)
+                                         drift_interval=self.settings.drift_interval,
+                                         recover_grace=self.settings.recover_grace)
                 self.broker.on_activated.append(self.expiry.wake)
                 self.expiry.start()
+            if self.operations is not None:
+                self.operations.start()
 
     def stop_background(self) -> None:
         with self._lock:
             if self.expiry is not None:
                 self.expiry.stop()
                 self.expiry = None
+            if self.operations is not None:
+                self.operations.stop()
             for connector in self.connectors.values():
                 connector.close()
 
@@ -117,6 +127,27 @@ def _secret_box(settings: Settings) -> SecretBox:
         with os.fdopen(fd, "wb") as fh:
             fh.write(SecretBox.new_key())
     return SecretBox(Path(path).read_bytes().strip())
+
+
+def _instance_id(state_dir: Path) -> str:
+    """A stable name for this broker instance, kept in its state directory."""
+    path = state_dir / "instance-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        value = "broker-" + secrets.token_hex(8)
+        path.write_text(value + "\n")
+        return value
+
+
+def _incident_directory(loaded: LoadedCatalog) -> HttpIncidentDirectory | None:
+    """The incident system named by ``incident.verify_url``, if any."""
+    config = loaded.catalog.incident
+    if not config.verify_url:
+        return None
+    return HttpIncidentDirectory(config.verify_url, open_statuses=config.open_statuses,
+                                 timeout=config.verify_timeout.total_seconds())
 
 
 def _authenticator(
@@ -146,6 +177,7 @@ def _authenticator(
 
 def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> Container:
     clock = clock or SystemClock()
+    crashpoints.arm(settings.crash_at)
     loaded = load_catalog(settings.catalog)
     if settings.db_url.startswith("sqlite:///"):
         Path(settings.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +186,9 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool =
         upgrade(engine)
     connectors = build_connectors(loaded)
     broker = Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine), connectors=connectors,
-                    clock=clock, secrets_box=_secret_box(settings))
+                    clock=clock, secrets_box=_secret_box(settings),
+                    instance_id=_instance_id(settings.state_dir),
+                    incidents=_incident_directory(loaded))
     identity = loaded.catalog.identity
     dev_issuer = (
         DevIssuer(audience=identity.audience, groups_claim=identity.groups_claim)
@@ -163,4 +197,5 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool =
     )
     return Container(settings=settings, loaded=loaded, engine=engine, broker=broker,
                      authenticator=_authenticator(loaded, clock, dev_issuer), clock=clock,
-                     dev_issuer=dev_issuer, connectors=connectors)
+                     dev_issuer=dev_issuer, connectors=connectors,
+                     operations=build_operations(loaded, engine, clock))

@@ -25,6 +25,8 @@ class Settings:
     expiry_interval: float = 1.0
     drift_interval: float = 60.0
     run_expiry: bool = True
+    recover_grace: float = 30.0
+    crash_at: str | None = None
 
     @classmethod
     def from_env(
@@ -50,4 +52,9 @@ class Settings:
                     rule="settings.secret_key",
                 )
             key = Path(key_file).read_bytes().strip()
-        return cls(catalog=Path(catalog), db_url=url, dev=dev, state_dir=state, secret_key=key)
+        return cls(
+            catalog=Path(catalog), db_url=url, dev=dev, state_dir=state, secret_key=key,
+            drift_interval=float(env.get("BREAKGLASS_DRIFT_INTERVAL", "60")),
+            recover_grace=float(env.get("BREAKGLASS_RECOVER_GRACE", "30")),
+            crash_at=env.get("BREAKGLASS_CRASH_AT") or None,
+        )

@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,11 +67,18 @@ def target_dsn() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def broker_server(tmp_path_factory: pytest.TempPathFactory, target_dsn: str) -> Iterator[str]:
     state = tmp_path_factory.mktemp("broker")
+    with run_broker(CATALOG, state, {"TEST_TARGET_DSN": target_dsn}) as url:
+        yield url
+
+
+@contextmanager
+def run_broker(catalog: Path, state: Path, extra_env: dict[str, str]) -> Iterator[str]:
+    """``breakglass serve --dev`` on a free port with a SQLite store in ``state``."""
     port = free_port()
-    env = {**os.environ, "TEST_TARGET_DSN": target_dsn, "BREAKGLASS_STATE_DIR": str(state)}
+    env = {**os.environ, **extra_env, "BREAKGLASS_STATE_DIR": str(state)}
     log = (state / "server.log").open("w")
     proc = subprocess.Popen(
-        [str(BIN), "serve", "--catalog", str(CATALOG), "--dev", "--port", str(port),
+        [str(BIN), "serve", "--catalog", str(catalog), "--dev", "--port", str(port),
          "--db", f"sqlite:///{state / 'broker.db'}"],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
@@ -88,10 +96,12 @@ def broker_server(tmp_path_factory: pytest.TempPathFactory, target_dsn: str) -> 
         proc.kill()
     if proc.poll() is not None:
         pytest.fail("broker did not start:\n" + (state / "server.log").read_text())
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
 
 
 @pytest.fixture(scope="module")

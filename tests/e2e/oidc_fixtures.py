@@ -4,6 +4,9 @@
   ``identity.issuer``, with a Fernet key for credentials at rest, and stops it.
 * :class:`OidcCli` runs the CLI as separate people and logs them in with the
   device flow, playing their browser with :func:`sign_in`.
+* :func:`target_database` creates a PostgreSQL database to grant access on
+  and, when done, drops it and the broker's roles that can reach it (only
+  those: other suites may share the server).
 * :class:`JsonServer` answers fixed JSON documents on 127.0.0.1 and records
   every request it receives (an issuer the test controls, or an attacker's
   host that must never be contacted).
@@ -17,6 +20,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -25,14 +29,55 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from cryptography.fernet import Fernet
+from psycopg import sql
 
 from tests.e2e.conftest import BIN, Cli, free_port
 from tests.integration.test_oidc_provider import sign_in
+from tests.services import require
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 STARTUP_SECONDS = 15
+
+
+@contextmanager
+def target_database() -> Iterator[str]:
+    """A fresh database with ``vectors.items`` and ``vectors.jobs``, reached by password."""
+    admin = require("BG_TEST_PG_ADMIN_DSN")
+    name = "bg_oidc_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = admin.rsplit("/", 1)[0] + "/" + name
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA vectors")
+            conn.execute("CREATE TABLE vectors.items (id int primary key, v text)")
+            conn.execute("CREATE TABLE vectors.jobs (id int primary key, status text)")
+            conn.execute("INSERT INTO vectors.items VALUES (1, 'seed')")
+        yield dsn
+    finally:
+        _drop_database(admin, dsn, name)
+
+
+def _drop_database(admin: str, dsn: str, name: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT r.rolname FROM pg_database d, aclexplode(d.datacl) a"
+            " JOIN pg_roles r ON r.oid = a.grantee"
+            " WHERE d.datname = %s AND r.rolname LIKE 'bg\\_%%'",
+            (name,),
+        ).fetchall()
+    roles = sorted({role for (role,) in rows})
+    if roles:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for role in roles:
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        for role in roles:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 @dataclass(frozen=True)

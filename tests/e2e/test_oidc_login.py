@@ -17,7 +17,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.e2e.oidc_fixtures import FIXTURES, Broker, OidcCli, running_broker
+from tests.e2e.oidc_fixtures import (
+    FIXTURES,
+    Broker,
+    OidcCli,
+    running_broker,
+    target_database,
+)
 from tests.services import require
 
 CATALOG = FIXTURES / "catalog_oidc.yaml"
@@ -26,11 +32,17 @@ PEOPLE = ("alice", "bob", "carol", "dave", "erin")
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory, target_dsn: str) -> Iterator[Broker]:
+def jobs_dsn() -> Iterator[str]:
+    with target_database() as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO vectors.jobs VALUES (1, 'stuck'), (2, 'done')")
+        yield dsn
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory, jobs_dsn: str) -> Iterator[Broker]:
     issuer = require("BG_TEST_OIDC_ISSUER")
-    env = {"BG_TEST_OIDC_ISSUER": issuer, "TEST_TARGET_DSN": target_dsn}
-    with psycopg.connect(target_dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO vectors.jobs VALUES (1, 'stuck'), (2, 'done')")
+    env = {"BG_TEST_OIDC_ISSUER": issuer, "TEST_TARGET_DSN": jobs_dsn}
     with running_broker(CATALOG, tmp_path_factory.mktemp("oidc-broker"), env) as running:
         yield running
 

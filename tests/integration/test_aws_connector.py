@@ -56,9 +56,9 @@ S3_READ = {"actions": ["s3:ListAllMyBuckets", "s3:GetObject"], "resources": ["*"
 def minted_session(secret: Mapping[str, Any]) -> boto3.session.Session:
     """A boto3 session that uses a minted credential."""
     return boto3.session.Session(
-        aws_access_key_id=secret["access_key_id"],
-        aws_secret_access_key=secret["secret_access_key"],
-        aws_session_token=secret["session_token"],
+        aws_access_key_id=secret["aws_access_key_id"],
+        aws_secret_access_key=secret["aws_secret_access_key"],
+        aws_session_token=secret["aws_session_token"],
         region_name=secret["region"],
     )
 
@@ -162,7 +162,7 @@ def test_minted_credentials_work_and_name_the_session(emulator: Emulator, mint: 
     assert secret["type"] == "aws"
     assert secret["session_name"] == issued.target_ref
     assert secret["region"] == "us-east-1"
-    assert secret["access_key_id"].startswith("ASIA")  # temporary, never a long-lived AKIA key
+    assert secret["aws_access_key_id"].startswith("ASIA")  # temporary, never a long-lived AKIA key
 
     caller = emulator.sts_as(secret).get_caller_identity()
     assert caller["Arn"] == f"arn:aws:sts::{ACCOUNT}:assumed-role/{ROLE_NAME}/{issued.target_ref}"

@@ -8,7 +8,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from breakglass.domain.errors import Conflict, NotFound, PolicyRefused, TargetError
+from breakglass.domain.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PolicyRefused,
+    TargetError,
+)
 from breakglass.domain.model import RequestState
 from breakglass.service.broker import Broker
 from breakglass.service.ports import SecretBox
@@ -271,3 +277,59 @@ def test_lost_updates_are_impossible(engine, broker, people):
     stale.transition(RequestState.CANCELLED)
     with pytest.raises(Conflict), UnitOfWork(engine) as uow:
         uow.requests.save(stale)
+
+
+class KeySigningConnector(MemoryConnector):
+    accepts_public_key = True
+
+
+REQUESTER_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm50dtAMHltctvhVfuBTN6YCmrY8aPnIC0vY5c1"
+                 "nCmU uma@laptop")
+REQUESTER_KEY_SHA256 = "SHA256:6/SbTJn3voEDlHfNg++v3Ye/Z03O7ab9M9MeYu87MHo"  # ssh-keygen -l
+
+
+def test_a_public_key_is_kept_until_approval_and_reaches_the_connector(engine, loaded, clock,
+                                                                      people):
+    target = KeySigningConnector("embeddings-db")
+    broker = Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine),
+                    connectors={"embeddings-db": target}, clock=clock,
+                    secrets_box=SecretBox(SecretBox.new_key()))
+    rid = broker.request_access(people["uma"], ["embeddings-repair"], incident="SEV-1234",
+                                reason="data_integrity", public_key=REQUESTER_KEY + "\n").request.id
+    created = broker.timeline("SEV-1234")[0]
+    assert created.payload["public_key_sha256"] == REQUESTER_KEY_SHA256
+    assert REQUESTER_KEY.split()[1] not in json.dumps(created.payload)
+    broker.approve(people["vera"], rid)
+    view = broker.approve(people["wim"], rid)
+    assert view.request.state is RequestState.ACTIVE
+    (spec,) = target.live.values()
+    assert spec.public_key == REQUESTER_KEY
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    ("ssh-ed25519 AAAA-not-base64", "not an OpenSSH public key"),
+    (REQUESTER_KEY + "\n" + REQUESTER_KEY, "one line"),
+    ("ssh-ed25519 " + "A" * 17000, "longer than 16384 bytes"),
+    ("-----BEGIN OPENSSH PRIVATE KEY----- b3Blbn", "private key"),
+])
+def test_a_bad_public_key_is_refused_and_creates_nothing(engine, loaded, clock, people, key,
+                                                         message):
+    target = KeySigningConnector("embeddings-db")
+    broker = Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine),
+                    connectors={"embeddings-db": target}, clock=clock,
+                    secrets_box=SecretBox(SecretBox.new_key()))
+    before = counts(engine)
+    with pytest.raises(InvalidInput, match=message):
+        broker.request_access(people["uma"], ["embeddings-read"], incident="SEV-1234",
+                              reason="recovery", public_key=key)
+    assert counts(engine) == before
+    assert target.live == {}
+
+
+def test_a_public_key_needs_a_role_that_signs_keys(broker, people, engine):
+    before = counts(engine)
+    with pytest.raises(InvalidInput) as err:
+        broker.request_access(people["uma"], ["embeddings-read"], incident="SEV-1234",
+                              reason="recovery", public_key=REQUESTER_KEY)
+    assert err.value.rule == "request.public_key_unused"
+    assert counts(engine) == before

@@ -7,6 +7,7 @@ principal ``BG_TEST_SSH_PRINCIPAL`` through ``AuthorizedPrincipalsFile``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -299,3 +300,53 @@ def test_a_hook_that_needs_the_key_id_is_not_guessed(sshd: Sshd, tmp_path: Path)
     with pytest.raises(TargetError, match="exited 1"):
         SshCertificateConnector("bastion-test", config).revoke(issued.target_ref)
     assert krl.stat().st_mode & 0o777 == 0o644
+
+
+def test_agent_forwarding_is_refused_because_the_certificate_lacks_the_extension(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    _, _, login = grant_login(sshd, tmp_path)
+    socket = tmp_path / "agent.sock"
+    agent = subprocess.Popen(
+        ["ssh-agent", "-D", "-a", str(socket)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not socket.exists():
+            assert time.monotonic() < deadline, "ssh-agent did not start"
+            time.sleep(0.05)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(socket)}
+
+        def forwarded_socket() -> str:
+            argv = [*login.argv("-o", "ForwardAgent=yes"), 'echo "[${SSH_AUTH_SOCK:-}]"']
+            result = subprocess.run(
+                argv, capture_output=True, text=True, timeout=30, check=False, env=env
+            )
+            assert result.returncode == 0, result.stderr
+            return result.stdout.strip()
+
+        assert forwarded_socket() == "[]"
+
+        # Control: the same key, re-signed with permit-agent-forwarding, gets an agent socket.
+        ca = load_ssh_private_key(Path(sshd.ca_key).read_bytes(), password=None)
+        key = load_ssh_private_key(login.key.read_bytes(), password=None)
+        assert isinstance(key, ed25519.Ed25519PrivateKey)
+        assert isinstance(ca, ed25519.Ed25519PrivateKey)
+        now = int(time.time())
+        permissive = (
+            SSHCertificateBuilder()
+            .public_key(key.public_key())
+            .serial(2)
+            .type(SSHCertificateType.USER)
+            .key_id(b"control")
+            .valid_principals([sshd.principal.encode()])
+            .valid_after(now - 30)
+            .valid_before(now + 60)
+            .add_extension(b"permit-agent-forwarding", b"")
+            .sign(ca)
+        )
+        login.cert.write_bytes(permissive.public_bytes() + b"\n")
+        assert forwarded_socket() != "[]"
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)

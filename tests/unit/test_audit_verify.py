@@ -214,6 +214,46 @@ def test_unreadable_jsonl_lines_are_reported_at_their_position() -> None:
     assert first(verify(rows)) == (17, "unreadable")
 
 
+def _lines(rows: list[dict[str, Any]]) -> list[bytes]:
+    return [canonical_json(r) + b"\n" for r in rows]
+
+
+def test_canonical_lines_verify_from_their_bytes_and_other_forms_by_re_encoding() -> None:
+    assert verify(list(read_jsonl(_lines(LOG)))).ok
+    assert verify(list(read_jsonl(line.decode() for line in _lines(LOG)))).ok
+    loose = [json.dumps(r) + "\r\n" for r in LOG]  # spaces after separators: not canonical
+    assert verify(list(read_jsonl(loose))).ok
+
+
+@pytest.mark.parametrize(
+    "smuggle",
+    [
+        pytest.param(lambda line: line.replace(b"}\n", b',"actor":"m@x"}\n'), id="dup last"),
+        pytest.param(
+            lambda line: line.replace(
+                b'"payload":{',
+                b'"payload":{"leaf_hash":"%s",' % (json.loads(line)["leaf_hash"].encode()),
+            ),
+            id="nested leaf_hash",
+        ),
+        pytest.param(lambda line: line.replace(b'"ttl":3600', b'"ttl":3601'), id="edit"),
+    ],
+)
+def test_a_smuggled_change_in_a_line_is_found_at_its_row(smuggle: Any) -> None:
+    lines = _lines(LOG)
+    lines[12] = smuggle(lines[12])
+    assert lines[12] != _lines(LOG)[12]
+    assert first(verify(list(read_jsonl(lines)))) == (12, "leaf_hash")
+
+
+def test_a_duplicate_key_that_changes_nothing_is_harmless() -> None:
+    lines = _lines(LOG)
+    lines[12] = lines[12].replace(b'"actor":', b'"actor":"m@x","actor":')
+    rows = list(read_jsonl(lines))
+    assert rows[12]["actor"] == LOG[12]["actor"]
+    assert verify(rows).ok
+
+
 def test_memory_does_not_grow_with_the_log() -> None:
     def rows(n: int) -> Iterator[dict[str, Any]]:
         prev = None
@@ -326,6 +366,25 @@ def test_an_evidence_bundle_verifies_offline(bundle: Path) -> None:
     untrusted = verify_evidence_zip(bundle, None)
     assert untrusted.ok
     assert untrusted.notes
+
+
+def test_rows_without_stored_hashes_get_them_in_the_bundle(tmp_path: Path) -> None:
+    bare = [{k: v for k, v in r.items() if k != "leaf_hash"} for r in LOG]
+    path = tmp_path / "bare.zip"
+    build_evidence_zip(
+        path,
+        "INC-7",
+        bare,
+        CHECKPOINTS,
+        public_key_text(KEY, NAME),
+        incident_indices=INCIDENT,
+        origin=ORIGIN,
+        created_at="2025-03-01T12:00:00+00:00",
+    )
+    with zipfile.ZipFile(path) as archive:
+        rows = [json.loads(line) for line in archive.read("events.jsonl").splitlines()]
+    assert [r["leaf_hash"] for r in rows] == [r["leaf_hash"] for r in LOG]
+    assert verify_evidence_zip(path, public_key_text(KEY, NAME)).ok
 
 
 def test_the_same_inputs_give_the_same_bundle(bundle: Path, tmp_path: Path) -> None:

@@ -202,10 +202,8 @@ def test_wildcard_or_malformed_actions_are_refused(action: Any) -> None:
     [
         "iam:*",
         "iam:Create*",
-        "iam:CreateAccessKey",
         "iam:PutRolePolicy",
         "iam:AttachRolePolicy",
-        "iam:UpdateAssumeRolePolicy",
         "iam:Put*",
         "iam:*Policy",
     ],
@@ -215,6 +213,26 @@ def test_iam_changes_need_allow_identity_changes(action: str) -> None:
     assert len(refused) == 1
     assert "allow_identity_changes" in refused[0]
     assert grant_errors(actions=[action], allow_identity_changes=True) == []
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "iam:CreateAccessKey",
+        "iam:createaccesskey",
+        "iam:UpdateAssumeRolePolicy",
+        "iam:CreateLoginProfile",
+        "sts:AssumeRole",
+        "organizations:LeaveOrganization",
+        "cloudtrail:StopLogging",
+        "ec2:AuthorizeSecurityGroupEgress",
+    ],
+)
+def test_a_role_cannot_ask_for_an_action_a_guardrail_denies(action: str) -> None:
+    refused = grant_errors(actions=["s3:GetObject", action], allow_identity_changes=True)
+    assert len(refused) == 1
+    assert "guardrail" in refused[0]
+    assert grant_errors(actions=[action]) == refused
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,8 @@ def create_request(body: NewRequest, who: CurrentPrincipal, c: ContainerDep) -> 
     ttl = parse_duration(body.ttl) if body.ttl is not None else None
     view = c.broker.request_access(
         who, body.roles, incident=body.incident, reason=body.reason, ttl=ttl,
-        justification=body.justification, runbook=body.runbook,
+        justification=body.justification, runbook=body.runbook, public_key=body.public_key,
+        workload=body.workload,
     )
     return RequestOut.of(view)
 
@@ -211,6 +212,12 @@ def create_app(c: Container) -> FastAPI:
     app.state.container = c
     problems.install(app)
     app.include_router(v1)
+    from breakglass.api.routes_ops import router as ops_router  # noqa: PLC0415 - it imports us
+
+    app.include_router(ops_router)
+    from breakglass.api.routes_extensions import router as extensions_router  # noqa: PLC0415
+
+    app.include_router(extensions_router)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -22,6 +22,16 @@ class NewRequest(Body):
     ttl: str | int | None = Field(default=None, description="e.g. 90s, 15m, 1h")
     justification: str = Field(default="", max_length=4000)
     runbook: str | None = Field(default=None, max_length=100)
+    workload: str | None = Field(
+        default=None, max_length=100,
+        description="a catalog workload: the roles' privileges go to its service account "
+        "(implied when a workload asks with its own token)",
+    )
+    public_key: str | None = Field(
+        default=None, max_length=16 * 1024,
+        description="OpenSSH public key (one line of a .pub file) for roles on SSH targets; "
+        "without it those roles return a fresh key pair once",
+    )
 
 
 class Decision(Body):
@@ -71,6 +81,7 @@ class RequestOut(BaseModel):
     ended_at: datetime | None
     end_reason: str
     runbook: str | None
+    workload: str | None = None
     approvals: list[ApprovalOut]
     approvals_required: int
     grants: list[GrantOut]
@@ -85,7 +96,7 @@ class RequestOut(BaseModel):
             requester_kind=r.requester_kind.value, created_at=r.created_at,
             pending_until=r.pending_until, activated_at=r.activated_at,
             expires_at=r.expires_at, ended_at=r.ended_at, end_reason=r.end_reason,
-            runbook=r.runbook,
+            runbook=r.runbook, workload=r.workload,
             approvals=[ApprovalOut(approver=a.approver, at=a.at, comment=a.comment)
                        for a in r.approvals],
             approvals_required=view.required_approvals,

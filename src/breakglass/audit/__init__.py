@@ -36,6 +36,8 @@ from breakglass.audit.checkpoint import (
     parse_vkey,
     public_key_text,
     sign_checkpoint,
+    sign_note,
+    verify_note,
 )
 from breakglass.audit.evidence import EvidenceSummary, build_evidence_zip, verify_evidence_zip
 from breakglass.audit.merkle import (
@@ -89,9 +91,11 @@ __all__ = [
     "root",
     "seal_event",
     "sign_checkpoint",
+    "sign_note",
     "verify_consistency",
     "verify_evidence_zip",
     "verify_inclusion",
     "verify_log",
+    "verify_note",
     "verify_proofs",
 ]

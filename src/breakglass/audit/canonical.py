@@ -12,9 +12,13 @@ For these types JCS is exactly Python's ``json.dumps`` with sorted keys,
 compact separators and raw UTF-8, with one exception: JCS orders keys by
 UTF-16 code units and Python by code points, which differ only for keys
 holding characters beyond the Basic Multilingual Plane. Objects with such
-keys take a slower exact path. The C encoder keeps verification of a million
-events within the S7 budget; the ``rfc8785`` package is the reference the
+keys take a slower exact path. The C encoder keeps verifying a million
+events well under ten seconds; the ``rfc8785`` package is the reference the
 tests compare against.
+
+A row's leaf is the canonical JSON of the row without ``leaf_hash``, the one
+field derived from the leaf; ``prev_hash`` (the hex leaf hash of the row
+before, ``None`` for row 0) is inside it, so the rows also form a hash chain.
 """
 
 from __future__ import annotations

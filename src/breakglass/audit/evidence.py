@@ -102,7 +102,7 @@ def _write_log(
             leaf = event_leaf_hash(row)
             if row.get(LEAF_HASH_FIELD, leaf.hex()) != leaf.hex():
                 raise AuditError(f"log row {tree.size} does not match its leaf_hash")
-            line = canonical_json(row) + b"\n"
+            line = canonical_json({**row, LEAF_HASH_FIELD: leaf.hex()}) + b"\n"
             out.write(line)
             digest.update(line)
             if tree.size in wanted:

@@ -1,10 +1,7 @@
-"""What makes an audit row valid, and offline verification of an exported log.
+"""Offline verification of an exported audit log against its signed checkpoints.
 
 A row is a JSON mapping with ``index`` (gapless from 0), ``ts``, ``action``
-and any other JSON fields. Its leaf is the canonical JSON of the row without
-``leaf_hash`` (the one field derived from the leaf), so ``prev_hash`` (the
-hex leaf hash of the row before, ``None`` for row 0) is inside the leaf and
-the rows form a hash chain as well as a Merkle tree.
+and any other JSON fields; its leaf is defined in :mod:`.canonical`.
 
 :func:`verify_log` streams the rows once, keeping a :class:`TreeState` and
 not the rows, so its memory does not grow with the log. It reports each
@@ -157,7 +154,9 @@ def verify_log(
 ) -> VerifyReport:
     """Verify an exported log against the signed checkpoints, in one streaming pass.
 
-    With ``require_checkpoint`` a non-empty log that no valid checkpoint covers
+    ``events`` are mappings in index order (database rows, or :func:`read_jsonl`
+    of an export, whose canonical lines are checked without re-encoding). With
+    ``require_checkpoint`` a non-empty log that no valid checkpoint covers
     fails: without a signed root a wholesale rewrite cannot be told apart.
     """
     problems = _Problems()

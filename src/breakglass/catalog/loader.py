@@ -16,10 +16,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from breakglass.catalog.schema import Catalog, RoleConfig
-from breakglass.connectors import connector_class, connector_types
+from breakglass.catalog.schema import Catalog, RoleConfig, WorkloadConfig
+from breakglass.connectors import MARKER_PREFIX, connector_class, connector_types
 from breakglass.domain.errors import CatalogError
-from breakglass.domain.model import Policy, RoleDef, Runbook, Zone, ZonePolicy
+from breakglass.domain.model import Policy, RoleDef, Runbook, WorkloadDef, Zone, ZonePolicy
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -124,11 +124,8 @@ def cross_check(catalog: Catalog) -> list[str]:
     for name, role in catalog.roles.items():
         errors += _check_role(catalog, name, role)
     errors += _check_runbooks(catalog)
-    errors += [
-        f"workloads.{name}.target: unknown target '{w.target}'"
-        for name, w in catalog.workloads.items()
-        if w.target not in catalog.targets
-    ]
+    for name, workload in catalog.workloads.items():
+        errors += _check_workload(catalog, name, workload)
     shared = {s.lower() for s in catalog.identity.shared_accounts}
     errors += [
         f"directory.{user}: listed as a shared account"
@@ -176,6 +173,37 @@ def _check_role(catalog: Catalog, name: str, role: RoleConfig) -> list[str]:
     return errors
 
 
+def _check_workload(catalog: Catalog, name: str, workload: WorkloadConfig) -> list[str]:
+    """A workload's target must do overrides, and no role may escalate its account."""
+    where = f"workloads.{name}"
+    target = catalog.targets.get(workload.target)
+    if target is None:
+        return [f"{where}.target: unknown target '{workload.target}'"]
+    errors: list[str] = []
+    if workload.account.startswith(MARKER_PREFIX):
+        errors.append(f"{where}.account: '{MARKER_PREFIX}' names are the broker's own roles")
+    cls = connector_class(target.type)
+    if cls is not None and not cls.supports_account_override:
+        errors.append(f"{where}.target: target type '{target.type}' cannot do workload "
+                      "overrides")
+        return errors
+    for role_name in workload.roles:
+        role = catalog.roles.get(role_name)
+        if role is None:
+            errors.append(f"{where}.roles: unknown role '{role_name}'")
+        elif role.target != workload.target:
+            errors.append(f"{where}.roles: '{role_name}' is on target '{role.target}', not "
+                          f"'{workload.target}'")
+    applicable = workload.roles or [n for n, r in catalog.roles.items()
+                                    if r.target == workload.target]
+    for role_name in applicable:
+        role = catalog.roles.get(role_name)
+        if cls is not None and role is not None and role.target == workload.target:
+            errors.extend(f"{where}: role '{role_name}' {e}"
+                          for e in cls.validate_override(role.grant))
+    return errors
+
+
 def _check_runbooks(catalog: Catalog) -> list[str]:
     errors: list[str] = []
     for rb_id, runbook in catalog.runbooks.items():
@@ -192,6 +220,9 @@ def _check_runbooks(catalog: Catalog) -> list[str]:
             for code in runbook.auto_approve.reason_codes
             if code not in catalog.reason_codes
         ]
+        if runbook.severity and not catalog.incident.verify_url:
+            errors.append(f"runbooks.{rb_id}.severity: needs incident.verify_url (the "
+                          "severity comes from the incident system)")
     return errors
 
 
@@ -231,8 +262,14 @@ def to_policy(catalog: Catalog) -> Policy:
             roles=tuple(rb.roles),
             reason_codes=tuple(rb.auto_approve.reason_codes),
             requesters=tuple(rb.auto_approve.requesters),
+            severities=tuple(rb.severity or ()),
         )
         for rb_id, rb in catalog.runbooks.items()
+    }
+    workloads = {
+        name: WorkloadDef(name=name, target=w.target, account=w.account, roles=tuple(w.roles),
+                          requesters=tuple(w.requesters))
+        for name, w in catalog.workloads.items()
     }
     return Policy(
         organization=catalog.organization,
@@ -245,4 +282,6 @@ def to_policy(catalog: Catalog) -> Policy:
         mfa_max_age=catalog.identity.mfa.max_age,
         runbooks=runbooks,
         pending_timeout=catalog.pending_timeout,
+        workloads=workloads,
+        incident_fail_open_zone_a=catalog.incident.fail_open_zone_a,
     )

@@ -50,6 +50,18 @@ class IncidentConfig(Strict):
     id_pattern: str = r"^(INC|CHG)-[0-9]{3,}$"
     verify_url: str | None = None
     fail_open_zone_a: bool = False
+    # GET <verify_url>/<id> answers 200 and {"status": ...}; these words mean open
+    open_statuses: list[str] = Field(default_factory=lambda: ["open"], min_length=1)
+    verify_timeout: Duration = timedelta(seconds=2)
+
+    @field_validator("verify_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if not value:  # unset, or ${VAR:-} left empty
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
 
     @field_validator("id_pattern")
     @classmethod
@@ -115,6 +127,7 @@ class WorkloadConfig(Strict):
     target: str
     account: str = Field(pattern=NAME)
     requesters: list[Selector] = Field(default_factory=list)
+    roles: list[str] = Field(default_factory=list)  # empty: every role on its target
 
 
 class AutoApprove(Strict):
@@ -133,10 +146,61 @@ class AlertSink(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     type: Literal["webhook", "slack"]
     url: str
+    name: str | None = Field(default=None, pattern=NAME)
+    # the environment variable holding the webhook's HMAC-SHA256 key
+    secret_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    kinds: list[Literal["notification", "alert"]] = Field(
+        default=["notification", "alert"], min_length=1
+    )
+
+
+class StatementLogConfig(Strict):
+    """Where a PostgreSQL target's statement log (csvlog or jsonlog) is read from."""
+
+    source: Literal["sql", "file"] = "sql"
+    path: str | None = None  # the log directory, for source: file
+
+
+class IdentityChangeRule(Strict):
+    enabled: bool = True
+    # by target name; unset means every postgres target, read through SQL
+    statement_logs: dict[str, StatementLogConfig] | None = None
+    poll_interval: float = Field(default=1.0, gt=0, le=300)
+
+
+class ViolationBurstRule(Strict):
+    refusals: int = Field(default=5, ge=2, le=1000)
+    within: Duration = timedelta(minutes=10)
+
+
+class AlertRulesConfig(Strict):
+    zone_c_activation: bool = True
+    identity_change: IdentityChangeRule = IdentityChangeRule()
+    violation_burst: ViolationBurstRule | None = ViolationBurstRule()
+    late_revocation_after: Duration | None = timedelta(seconds=60)
+    flagged_events: bool = True  # events the broker marks as alerts (failed revocation, drift)
+    events: dict[Annotated[str, Field(pattern=NAME)], list[str]] = Field(default_factory=dict)
+    review_overdue: bool = True
+
+
+class DeliveryConfig(Strict):
+    timeout: Duration = timedelta(seconds=5)
+    max_backoff: Duration = timedelta(minutes=5)
+    max_attempts: int = Field(default=30, ge=1, le=1000)
 
 
 class AlertsConfig(Strict):
     sinks: list[AlertSink] = Field(default_factory=list)
+    notify_approvers: bool = True
+    rules: AlertRulesConfig = AlertRulesConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+
+
+class ReviewsConfig(Strict):
+    enabled: bool = True
+    due_after: Duration = timedelta(hours=24)
+    reviewers: list[Selector] | None = None  # unset: the approver groups of every zone
+    check_interval: Duration = timedelta(seconds=60)
 
 
 class Catalog(Strict):
@@ -162,4 +226,5 @@ class Catalog(Strict):
         default_factory=dict
     )
     alerts: AlertsConfig = AlertsConfig()
+    reviews: ReviewsConfig = ReviewsConfig()
     pending_timeout: Duration = timedelta(hours=1)

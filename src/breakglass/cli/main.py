@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +15,8 @@ from rich.text import Text
 
 from breakglass.cli import render
 from breakglass.cli.client import ApiClient, clear_token, save_token
+from breakglass.cli.extensions import decide, extend, pending_extension, show_extension
+from breakglass.cli.ops import report, review_app
 from breakglass.domain import errors
 from breakglass.domain.durations import parse_duration
 
@@ -75,15 +79,25 @@ def request(
     runbook: Annotated[str | None, typer.Option("--runbook", help="Pre-approved runbook ID.")]
     = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until approved or ended.")] = False,
+    public_key: Annotated[Path | None, typer.Option(
+        "--public-key", help="Your OpenSSH public key (.pub) for SSH roles; without it they "
+        "return a fresh key pair once.", dir_okay=False)] = None,
+    workload: Annotated[str | None, typer.Option(
+        "--workload", help="Override this catalog workload's service account instead.")]
+    = None,
     server: Server = None,
     as_json: Json = False,
 ) -> None:
-    """Ask for emergency access."""
+    """Ask for emergency access (for yourself, or for a workload with --workload)."""
     if ttl is not None:
         _duration(ttl)
-    client = ApiClient(server)
     body: dict[str, Any] = {"roles": roles, "incident": incident, "reason": reason,
                             "ttl": ttl, "justification": justification, "runbook": runbook}
+    if public_key is not None:
+        body["public_key"] = _read_public_key(public_key)
+    if workload is not None:
+        body["workload"] = workload
+    client = ApiClient(server)
     data = client.call("POST", "/v1/requests", body)
     while wait and data["state"] == "pending":
         time.sleep(2)
@@ -93,20 +107,34 @@ def request(
         render.out.print(f"next: breakglass creds {data['id']}")
 
 
+Extension = Annotated[str | None, typer.Option(
+    "--extension", help="An extension of the request (default: its one pending extension).")]
+
+
 @app.command()
 def approve(request_id: str, comment: Annotated[str, typer.Option("--comment")] = "",
-            server: Server = None, as_json: Json = False) -> None:
-    """Approve a pending request."""
-    _show(ApiClient(server).call("POST", f"/v1/requests/{request_id}/approvals",
-                                 {"comment": comment}), as_json)
+            extension: Extension = None, server: Server = None, as_json: Json = False) -> None:
+    """Approve a pending request, or the pending extension of an active one."""
+    client = ApiClient(server)
+    extension = extension or pending_extension(client, request_id)
+    if extension is not None:
+        show_extension(decide(client, request_id, extension, "approvals", comment), as_json)
+        return
+    _show(client.call("POST", f"/v1/requests/{request_id}/approvals", {"comment": comment}),
+          as_json)
 
 
 @app.command()
 def deny(request_id: str, comment: Annotated[str, typer.Option("--comment")],
-         server: Server = None, as_json: Json = False) -> None:
-    """Deny a pending request."""
-    _show(ApiClient(server).call("POST", f"/v1/requests/{request_id}/denials",
-                                 {"comment": comment}), as_json)
+         extension: Extension = None, server: Server = None, as_json: Json = False) -> None:
+    """Deny a pending request, or the pending extension of an active one."""
+    client = ApiClient(server)
+    extension = extension or pending_extension(client, request_id)
+    if extension is not None:
+        show_extension(decide(client, request_id, extension, "denials", comment), as_json)
+        return
+    _show(client.call("POST", f"/v1/requests/{request_id}/denials", {"comment": comment}),
+          as_json)
 
 
 @app.command()
@@ -154,7 +182,11 @@ def creds(
     fmt: Annotated[str, typer.Option("--format", help="env or json")] = "env",
     server: Server = None,
 ) -> None:
-    """Print the minted credentials. They are shown once per grant."""
+    """Print the minted credentials. They are shown once per grant.
+
+    env: export lines for the target's own tools. SSH certificates (and a generated
+    private key) go to files in a new private directory; the exports name those files.
+    """
     if fmt not in ("env", "json"):
         raise typer.BadParameter("--format must be env or json")
     data = ApiClient(server).call("POST", f"/v1/requests/{request_id}/credentials")
@@ -163,8 +195,51 @@ def creds(
         render.emit_json(found[0] if len(found) == 1 else found)
         return
     for cred in data["credentials"]:
-        for name, value in env_lines(cred):
+        pairs = ssh_files(cred) if cred.get("type") == "ssh" else env_lines(cred)
+        for name, value in pairs:
             sys.stdout.write(f"export {name}={shlex.quote(str(value))}\n")
+
+
+def ssh_files(cred: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Write an SSH credential to files ssh reads; the environment gets their paths only."""
+    folder = Path(tempfile.mkdtemp(prefix="breakglass-ssh-",
+                                   dir=os.environ.get("XDG_RUNTIME_DIR") or None))
+    key, cert = folder / "breakglass", folder / "breakglass-cert.pub"
+    pairs: list[tuple[str, Any]] = [("BREAKGLASS_SSH_CERT", cert)]
+    if cred.get("private_key"):
+        key.touch(mode=0o600)
+        key.write_text(cred["private_key"])
+        pairs.append(("BREAKGLASS_SSH_KEY", key))
+    cert.touch(mode=0o600)
+    cert.write_text(cred["certificate"].strip() + "\n")
+    pairs += [("BREAKGLASS_SSH_USER", cred.get("user", "")),
+              ("BREAKGLASS_SSH_HOST", cred.get("host", "")),
+              ("BREAKGLASS_SSH_PORT", cred.get("port", 22)),
+              ("BREAKGLASS_SSH_PRINCIPALS", ",".join(cred.get("principals", []))),
+              ("BREAKGLASS_SSH_EXPIRES_AT", cred.get("expires_at", ""))]
+    identity = '"$BREAKGLASS_SSH_KEY"' if cred.get("private_key") else "YOUR_PRIVATE_KEY"
+    sys.stderr.write(
+        f"ssh certificate written to {folder} (valid until {cred.get('expires_at')}); "
+        f"connect with:\n  ssh -i {identity} -o CertificateFile=\"$BREAKGLASS_SSH_CERT\" "
+        f"-p \"$BREAKGLASS_SSH_PORT\" \"$BREAKGLASS_SSH_USER@$BREAKGLASS_SSH_HOST\"\n")
+    return pairs
+
+
+def _read_public_key(path: Path) -> str:
+    """The one line of a .pub file; a private key is refused here and never sent."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}",
+                                 param_hint="--public-key") from exc
+    if b"PRIVATE KEY" in data:
+        raise typer.BadParameter(f"{path} is a private key: pass the .pub file",
+                                 param_hint="--public-key")
+    text = data.decode(errors="replace").strip()
+    if not text or len(data) > 16 * 1024 or "\n" in text:
+        raise typer.BadParameter(f"{path} is not one OpenSSH public key line",
+                                 param_hint="--public-key")
+    return text
 
 
 def env_lines(cred: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -176,9 +251,9 @@ def env_lines(cred: dict[str, Any]) -> list[tuple[str, Any]]:
     if kind == "redis":
         return [("REDISCLI_AUTH", cred["password"]), ("REDIS_URL", cred["url"])]
     if kind == "aws":
-        return [("AWS_ACCESS_KEY_ID", cred["access_key_id"]),
-                ("AWS_SECRET_ACCESS_KEY", cred["secret_access_key"]),
-                ("AWS_SESSION_TOKEN", cred["session_token"]), ("AWS_REGION", cred["region"])]
+        return [("AWS_ACCESS_KEY_ID", cred["aws_access_key_id"]),
+                ("AWS_SECRET_ACCESS_KEY", cred["aws_secret_access_key"]),
+                ("AWS_SESSION_TOKEN", cred["aws_session_token"]), ("AWS_REGION", cred["region"])]
     prefix = f"BREAKGLASS_{str(cred.get('role', 'GRANT')).upper().replace('-', '_')}_"
     return [(prefix + k.upper(), v) for k, v in cred.items() if isinstance(v, str | int)]
 
@@ -277,6 +352,11 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
         render.emit_json(data)
     else:
         render.request_summary(data)
+
+
+app.add_typer(review_app, name="review")
+app.command()(extend)
+app.command()(report)
 
 
 def main() -> None:

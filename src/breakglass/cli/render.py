@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
@@ -13,6 +13,7 @@ from rich.text import Text
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+EXPIRY_WARNING = timedelta(minutes=5)
 
 
 def emit_json(data: Any) -> None:
@@ -34,8 +35,14 @@ def request_summary(r: dict[str, Any]) -> None:
     out.print(f"  incident {r['incident']}  reason {r['reason']}  requester {r['requester']}")
     approvals = ", ".join(a["approver"] for a in r["approvals"]) or "none"
     out.print(f"  approvals {len(r['approvals'])}/{r['approvals_required']}: {approvals}")
+    if r.get("workload"):
+        out.print(f"  override of workload {r['workload']}")
     if r.get("expires_at"):
         out.print(f"  expires {r['expires_at']} (in {remaining(r['expires_at'])})")
+        left = datetime.fromisoformat(r["expires_at"]) - datetime.now(UTC)
+        if r["state"] == "active" and left <= EXPIRY_WARNING:
+            out.print(f"  [yellow]expires soon: breakglass extend {r['id']} --ttl 15m "
+                      "--justification ...[/]")
     for g in r.get("grants", []):
         out.print(f"  grant {g['id']} on {g['target']} ({g['target_ref']}): {g['state']}")
     if r.get("end_reason"):

@@ -41,6 +41,7 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
 from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -184,6 +185,11 @@ def _action_errors(action: object, identity_ok: bool) -> list[str]:
     if match is None:
         return [f"action {action!r} is not service:Action (no bare '*', no wildcard service)"]
     service, verb = match.groups()
+    guarded = [sid for sid, patterns in GUARDRAILS.items()
+               if any(fnmatchcase(str(action).lower(), p.lower()) for p in patterns)]
+    if guarded:
+        return [f"{action!r} is denied to every session by guardrail {guarded[0]}: "
+                "no role can grant it"]
     if service == "iam" and not verb.startswith(_READ_ONLY_IAM_VERBS) and not identity_ok:
         return [f"{action!r} can change IAM: needs allow_identity_changes (zone C only)"]
     return []
@@ -225,9 +231,10 @@ class AwsStsConnector(Connector):
 
     @classmethod
     def validate_grant(cls, grant: Mapping[str, Any]) -> list[str]:
-        """Refuse ``*``, wildcard services and, without ``allow_identity_changes: true``
-        (which the catalog accepts on zone C roles only), any IAM action but
-        ``Get*``/``List*``/``Generate*``/``Simulate*``. Guardrails apply either way."""
+        """Refuse ``*``, wildcard services, any action a guardrail denies (it could never
+        work) and, without ``allow_identity_changes: true`` (which the catalog accepts on
+        zone C roles only), any IAM action but ``Get*``/``List*``/``Generate*``/``Simulate*``.
+        Guardrails apply either way."""
         errors = [f"unknown key {key!r} in aws grant" for key in sorted(set(grant) - _GRANT_KEYS)]
         identity_changes = grant.get("allow_identity_changes", False)
         if not isinstance(identity_changes, bool):
@@ -314,9 +321,9 @@ class AwsStsConnector(Connector):
         native_expiry = credentials["Expiration"].astimezone(UTC)
         secret = {
             "type": "aws",
-            "access_key_id": credentials["AccessKeyId"],
-            "secret_access_key": credentials["SecretAccessKey"],
-            "session_token": credentials["SessionToken"],
+            "aws_access_key_id": credentials["AccessKeyId"],
+            "aws_secret_access_key": credentials["SecretAccessKey"],
+            "aws_session_token": credentials["SessionToken"],
             "region": self.region,
             "expires_at": native_expiry.isoformat(),
             "session_name": session,

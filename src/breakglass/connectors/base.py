@@ -18,6 +18,29 @@ I/O with a target goes through these four methods, nothing else:
 Driver errors are mapped to :class:`breakglass.domain.errors.TargetError`
 (``raise TargetError(...) from exc``) and never carry secrets.
 
+**Account overrides (workload track).** A connector whose class sets
+``supports_account_override = True`` can also grant a role's privileges to an
+*existing* account instead of minting a new credential: the broker then sets
+``GrantSpec.account``. For such a spec, :meth:`Connector.grant`
+
+* reads what the account already holds *before* granting anything, and adds
+  only what is missing;
+* returns ``artefacts`` that list exactly the privileges it added, each one a
+  JSON-encoded object (stable key order), and ``audit`` facts naming what was
+  already present; ``secret`` carries no secret (the workload keeps using its
+  own credential);
+* returns a ``target_ref`` carrying the broker's marker, known in advance from
+  :meth:`Connector.planned_ref`, and keeps on the target whatever
+  :meth:`Connector.revoke` needs to roll back without the artefacts (after a
+  crash between granting and recording).
+
+:meth:`Connector.revoke` with that ``target_ref`` and those ``artefacts`` rolls
+the account back to exactly its previous state: it removes only the listed
+privileges, never one the account held before, and is idempotent, so a
+rollback interrupted half-way converges when it is run again.
+:meth:`Connector.validate_override` checks at catalog load that a role's
+``grant`` block can never change the account's identity attributes.
+
 Connectors are registered by ``type`` name. Third-party connectors register
 through the ``breakglass.connectors`` entry-point group.
 """
@@ -33,6 +56,24 @@ from typing import Any, ClassVar
 MARKER_PREFIX = "bg_"
 """Every target-side artefact the broker creates carries this prefix."""
 
+IDENTITY_ATTRIBUTES = frozenset({
+    "superuser", "createrole", "createdb", "bypassrls", "replication", "login", "inherit",
+    "member_of", "in_role", "grant_roles", "with_grant_option", "with_admin_option",
+    "all_privileges",
+})
+"""Words that, anywhere in a grant block, mark a change of an account's identity."""
+
+
+def _words(value: Any) -> list[str]:
+    """Every key and string in a grant block, lower-cased, spaces as underscores."""
+    if isinstance(value, Mapping):
+        return [w for k, v in value.items() for w in (*_words(str(k)), *_words(v))]
+    if isinstance(value, list | tuple):
+        return [w for item in value for w in _words(item)]
+    if isinstance(value, str):
+        return [value.strip().lower().replace(" ", "_")]
+    return []
+
 
 @dataclass(frozen=True, slots=True)
 class GrantSpec:
@@ -46,6 +87,8 @@ class GrantSpec:
     grant: Mapping[str, Any]
     expires_at: datetime
     public_key: str | None = None
+    account: str | None = None
+    """An existing account to override (workload track), instead of a new credential."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +104,8 @@ class IssuedCredential:
     target_ref: str
     secret: Mapping[str, Any]
     artefacts: tuple[str, ...] = field(default_factory=tuple)
+    audit: Mapping[str, Any] = field(default_factory=dict)
+    """Non-secret facts for the grant's audit event (e.g. what an override found present)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +125,12 @@ class Connector(abc.ABC):
     lists_managed: ClassVar[bool] = True
     """False for targets that cannot enumerate what the broker made (certificates,
     STS sessions); drift reconciliation skips them and relies on native expiry."""
+    accepts_public_key: ClassVar[bool] = False
+    """True for targets that sign a requester's own public key (``GrantSpec.public_key``);
+    a request that sends one needs at least one role on such a target."""
+    supports_account_override: ClassVar[bool] = False
+    """True for targets that can add a role's privileges to an existing account and
+    roll them back (``GrantSpec.account``); workloads need such a target."""
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         self.name = name
@@ -89,6 +140,19 @@ class Connector(abc.ABC):
     def validate_grant(cls, grant: Mapping[str, Any]) -> list[str]:
         """Check a role's ``grant`` block at catalog load; return error messages."""
         del grant
+        return []
+
+    @classmethod
+    def validate_override(cls, grant: Mapping[str, Any]) -> list[str]:
+        """Check a role's ``grant`` block for use as an account override; return errors.
+
+        An override adds privileges and nothing else: any sign of an identity
+        attribute (superuser, role creation, role membership, login, replication)
+        is refused, whatever the connector."""
+        found = sorted({w for w in _words(grant) if w in IDENTITY_ATTRIBUTES})
+        if found:
+            return [f"would give the account {', '.join(found).upper()}; an override only "
+                    "adds privileges, never identity attributes"]
         return []
 
     @classmethod

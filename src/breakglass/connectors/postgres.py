@@ -8,6 +8,10 @@ terminates the role's backends, drops what it owns and drops the role.
 
 All DDL is composed with :mod:`psycopg.sql`; identifiers and privileges from
 the catalog are validated before they get there.
+
+With ``GrantSpec.account`` (the workload track) no role is created for a
+login: the role's privileges are added to that existing service role and
+rolled back exactly at the end (:mod:`breakglass.connectors.postgres_override`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,14 @@ from breakglass.connectors.base import (
     IssuedCredential,
     StandingPrivilege,
 )
+from breakglass.connectors.postgres_override import (
+    OverrideSpec,
+    apply_override,
+    foreign_marker,
+    override_live,
+    override_tables,
+    roll_back_override,
+)
 from breakglass.domain.errors import TargetError
 
 PRIVILEGES = frozenset(
@@ -50,6 +62,7 @@ def role_name_for(grant_id: str) -> str:
 
 class PostgresConnector(Connector):
     type = "postgres"
+    supports_account_override = True
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         super().__init__(name, config)
@@ -122,6 +135,14 @@ class PostgresConnector(Connector):
 
     def grant(self, spec: GrantSpec) -> IssuedCredential:
         role = role_name_for(spec.grant_id)
+        if spec.account is not None:
+            override = OverrideSpec(
+                marker=role, account=spec.account, database=self._dbname,
+                privileges=[str(p) for p in spec.grant["privileges"]],
+                tables=override_tables(spec.grant), expires_at=spec.expires_at,
+                request_id=spec.request_id, incident=spec.incident)
+            with self._admin() as conn:
+                return apply_override(conn, override)
         password = secrets.token_urlsafe(32)
         limit = int(spec.grant.get("connection_limit", self._limit))
         privileges = sql.SQL(", ").join(sql.SQL(p.upper()) for p in spec.grant["privileges"])
@@ -181,11 +202,12 @@ class PostgresConnector(Connector):
         )
 
     def revoke(self, target_ref: str, artefacts: tuple[str, ...] = ()) -> None:
-        del artefacts
         if not _ROLE.match(target_ref):
             raise TargetError(f"refusing to revoke {target_ref!r}: not a broker-managed role")
         ident = sql.Identifier(target_ref)
         with self._admin() as conn:
+            if roll_back_override(conn, target_ref, artefacts, self._dbname):
+                return
             exists = conn.execute(
                 "SELECT 1 FROM pg_roles WHERE rolname = %s", (target_ref,)
             ).fetchone()
@@ -210,6 +232,9 @@ class PostgresConnector(Connector):
 
     def verify(self, target_ref: str) -> bool:
         with self._admin() as conn:
+            live = override_live(conn, target_ref)
+            if live is not None:
+                return live
             row = conn.execute(
                 "SELECT rolcanlogin AND (rolvaliduntil IS NULL OR rolvaliduntil > now()) "
                 "FROM pg_roles WHERE rolname = %s",
@@ -220,10 +245,11 @@ class PostgresConnector(Connector):
     def list_managed(self) -> list[str]:
         with self._admin() as conn:
             rows = conn.execute(
-                "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) ORDER BY 1",
+                "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles "
+                "WHERE starts_with(rolname, %s) ORDER BY 1",
                 (MARKER_PREFIX,),
             ).fetchall()
-        return [str(r[0]) for r in rows]
+        return [str(r[0]) for r in rows if not foreign_marker(r[1], self._dbname)]
 
     def extend(self, target_ref: str, expires_at: datetime) -> None:
         with self._admin() as conn:

@@ -220,6 +220,9 @@ class RedisConnector(Connector):
                     raise
             client.acl_deluser(target_ref)
 
+    def planned_ref(self, grant_id: str) -> str | None:
+        return user_name_for(grant_id)
+
     def verify(self, target_ref: str) -> bool:
         with self._admin() as client:
             info = client.acl_getuser(target_ref)

@@ -6,11 +6,12 @@ session_kill_command: [argv...]}``; ``krl`` is the file the hosts' sshd reads th
 ``{principals: [bg-oncall], pty: false, force_command: null, source_address: [CIDR]}``.
 
 * ``grant`` signs the requester's public key, or a fresh Ed25519 key whose private half
-  is returned once. The certificate carries the guardrails itself: it ends at the
-  grant's ``expires_at`` (sshd refuses it afterwards, broker or no broker), names only
-  the catalog's principals, and has no extension but ``permit-pty`` when asked: no
-  port, agent or X11 forwarding, no ``~/.ssh/rc``. ``force_command`` and
-  ``source_address`` become critical options. The key id
+  is returned once (:func:`public_key_fingerprint` checks a requester's key when the
+  request is made; the audit log keeps the fingerprint). The certificate carries the
+  guardrails itself: it ends at the grant's ``expires_at`` (sshd refuses it afterwards,
+  broker or no broker), names only the catalog's principals, and has no extension but
+  ``permit-pty`` when asked: no port, agent or X11 forwarding, no ``~/.ssh/rc``.
+  ``force_command`` and ``source_address`` become critical options. The key id
   ``<request>:<grant>:<principal>`` names the person in sshd's auth log.
 * ``target_ref`` is ``bg_<serial>``: the random 64-bit certificate serial in decimal.
 * ``revoke`` adds the serial to ``<krl>.spec`` (ssh-keygen KRL spec lines ``serial: N``),
@@ -77,6 +78,7 @@ _PLACEHOLDER = re.compile(r"\{(serial|key_id|user|target_ref)\}")
 _TARGET_REF = re.compile(re.escape(MARKER_PREFIX) + r"([1-9][0-9]{0,19})")
 _KEY_TYPES = (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)
 _GRANT_FIELDS = frozenset({"principals", "pty", "force_command", "source_address"})
+MAX_PUBLIC_KEY_BYTES = 16 * 1024
 
 
 class SshCertificateConnector(Connector):
@@ -84,6 +86,7 @@ class SshCertificateConnector(Connector):
 
     type: ClassVar[str] = "ssh"
     lists_managed: ClassVar[bool] = False
+    accepts_public_key: ClassVar[bool] = True
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         super().__init__(name, config)
@@ -302,6 +305,22 @@ def _serial_of(target_ref: str) -> int:
     if match is None or int(match[1]) >= 2**64:
         raise InvalidInput(f"not an ssh certificate reference: {target_ref!r}")
     return int(match[1])
+
+
+def public_key_fingerprint(text: str) -> str:
+    """Check a requester's OpenSSH public key and return its ``SHA256:`` fingerprint
+    (as ``ssh-keygen -l`` prints it). One line of at most :data:`MAX_PUBLIC_KEY_BYTES`;
+    Ed25519, ECDSA or RSA of 2048 bits or more. Raises :class:`InvalidInput`."""
+    line = text.strip()
+    if len(line.encode()) > MAX_PUBLIC_KEY_BYTES:
+        raise InvalidInput(f"public_key is longer than {MAX_PUBLIC_KEY_BYTES} bytes")
+    if not line or "\n" in line or "\r" in line:
+        raise InvalidInput("public_key must be one line: the contents of a .pub file")
+    if "PRIVATE KEY" in line:
+        raise InvalidInput("public_key is a private key: send the .pub file, never the key")
+    openssh = serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    blob = base64.b64decode(_requester_key(line).public_bytes(*openssh).split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def _requester_key(text: str) -> serialization.SSHCertPublicKeyTypes:

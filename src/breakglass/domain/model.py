@@ -89,6 +89,24 @@ class Runbook:
     roles: tuple[str, ...]
     reason_codes: tuple[str, ...]
     requesters: tuple[str, ...]
+    severities: tuple[str, ...] = ()
+    """Incident severities (from the incident system) the runbook applies to; empty: any."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadDef:
+    """A service account that can receive a temporary override (``workloads.<name>``)."""
+
+    name: str
+    target: str
+    account: str
+    roles: tuple[str, ...] = ()
+    """Roles whose privileges may be added to the account; empty: every role on its target."""
+    requesters: tuple[str, ...] = ()
+    """Humans who may request an override on the workload's behalf."""
+
+    def allows_role(self, role: RoleDef) -> bool:
+        return role.target == self.target and (not self.roles or role.name in self.roles)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +123,9 @@ class Policy:
     mfa_max_age: timedelta
     runbooks: dict[str, Runbook] = field(default_factory=dict)
     pending_timeout: timedelta = timedelta(hours=1)
+    workloads: dict[str, WorkloadDef] = field(default_factory=dict)
+    incident_fail_open_zone_a: bool = False
+    """When the incident system cannot be reached, zone A requests go ahead (logged)."""
 
 
 class RequestState(StrEnum):
@@ -178,6 +199,8 @@ class AccessRequest:
     approvals: list[Approval] = field(default_factory=list)
     runbook: str | None = None
     workload: str | None = None
+    public_key: str | None = None
+    """The requester's OpenSSH public key, signed by roles on SSH targets."""
     activated_at: datetime | None = None
     expires_at: datetime | None = None
     ended_at: datetime | None = None

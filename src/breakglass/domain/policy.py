@@ -18,6 +18,7 @@ from breakglass.domain.model import (
     Principal,
     PrincipalKind,
     RoleDef,
+    WorkloadDef,
     Zone,
     ZonePolicy,
     highest_zone,
@@ -73,8 +74,14 @@ def plan_request(
     reason: str,
     ttl: timedelta | None,
     now: datetime,
+    workload: WorkloadDef | None = None,
 ) -> RequestPlan | Denied:
-    """Check a new request against S2 items 1-4, 6, 7 and the role's requesters."""
+    """Check a new request against S2 items 1-4, 6, 7 and the role's requesters.
+
+    With ``workload``, the request is an override of that service account: its
+    roles must be ones the workload allows, and the workload's own ``requesters``
+    (or the workload itself) stand in for the roles' requesters.
+    """
     if not role_names:
         return Denied("request.roles", "name at least one role")
     unknown = [r for r in role_names if r not in policy.roles]
@@ -104,13 +111,9 @@ def plan_request(
     identity = check_identity(policy, principal, now, zone)
     if isinstance(identity, Denied):
         return identity
-    for role in roles:
-        if not any(principal.matches(sel) for sel in role.requesters):
-            return Denied(
-                "role.requesters",
-                f"'{principal.name}' may not request {role.name} (allowed: "
-                f"{', '.join(role.requesters)})",
-            )
+    who = check_requester(principal, roles, workload)
+    if isinstance(who, Denied):
+        return who
     allowed_ttl = max_ttl_for(policy.zones[zone], roles)
     effective = ttl if ttl is not None else min(policy.zones[zone].default_ttl, allowed_ttl)
     if effective > allowed_ttl:
@@ -120,6 +123,62 @@ def plan_request(
             f" for zone {zone}",
         )
     return RequestPlan(roles=roles, zone=zone, environment=environments.pop(), ttl=effective)
+
+
+def workload_for(
+    policy: Policy, principal: Principal, name: str | None
+) -> WorkloadDef | Denied | None:
+    """The workload a request overrides: the one named, or the asking workload itself."""
+    if name is None and principal.kind is PrincipalKind.WORKLOAD:
+        name = principal.name
+    if name is None:
+        return None
+    found = policy.workloads.get(name)
+    if found is None:
+        return Denied("workload.unknown", f"unknown workload {name}")
+    return found
+
+
+def check_requester(
+    principal: Principal, roles: tuple[RoleDef, ...], workload: WorkloadDef | None
+) -> Decision:
+    """Who may ask: the roles' requesters always; for an override, also the workload's rules.
+
+    A workload asks only for itself and only for roles that name it among their
+    requesters; a human asks for a workload only when the workload lists them.
+    """
+    for role in roles:
+        if not any(principal.matches(sel) for sel in role.requesters):
+            return Denied(
+                "role.requesters",
+                f"'{principal.name}' may not request {role.name} (allowed: "
+                f"{', '.join(role.requesters)})",
+            )
+    if workload is None:
+        if principal.kind is PrincipalKind.WORKLOAD:
+            return Denied("workload.required", "a workload requests overrides of its own account")
+        return Allowed()
+    for role in roles:
+        if not workload.allows_role(role):
+            return Denied(
+                "workload.roles",
+                f"role {role.name} cannot override workload {workload.name} (allowed: "
+                f"{', '.join(workload.roles) or 'roles on target ' + workload.target})",
+            )
+    if principal.kind is PrincipalKind.WORKLOAD:
+        if principal.name != workload.name:
+            return Denied(
+                "workload.not_self",
+                f"workload {principal.name} cannot request for workload {workload.name}",
+            )
+        return Allowed()
+    if not any(principal.matches(sel) for sel in workload.requesters):
+        return Denied(
+            "workload.requesters",
+            f"'{principal.name}' may not request for workload {workload.name} (allowed: "
+            f"{', '.join(workload.requesters) or 'nobody'})",
+        )
+    return Allowed()
 
 
 def max_ttl_for(zone_policy: ZonePolicy, roles: tuple[RoleDef, ...]) -> timedelta:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from breakglass.connectors import Connector, GrantSpec, StandingPrivilege
+from breakglass.connectors.ssh import public_key_fingerprint
 from breakglass.domain import policy as rules
-from breakglass.domain.errors import NotFound, PolicyRefused, TargetError
+from breakglass.domain.errors import InvalidInput, NotFound, PolicyRefused, TargetError
 from breakglass.domain.events import EventTag
 from breakglass.domain.model import (
     AccessRequest,
@@ -26,7 +27,11 @@ from breakglass.domain.model import (
     Policy,
     Principal,
     RequestState,
+    RoleDef,
 )
+from breakglass.service import crashpoints
+from breakglass.service.extensions import Extender
+from breakglass.service.incidents import IncidentDirectory, IncidentGate
 from breakglass.service.ports import Clock, SecretBox
 from breakglass.service.recording import record
 from breakglass.service.revocation import Revoker
@@ -54,16 +59,22 @@ class Broker:
         connectors: Mapping[str, Connector],
         clock: Clock,
         secrets_box: SecretBox,
+        instance_id: str | None = None,
+        incidents: IncidentDirectory | None = None,
     ) -> None:
         self.policy = policy
         self._uow = uow
         self._connectors = connectors
         self._clock = clock
         self._box = secrets_box
-        self.revoker = Revoker(policy=policy, uow=uow, connectors=connectors, clock=clock)
+        self.revoker = Revoker(policy=policy, uow=uow, connectors=connectors, clock=clock,
+                               owner=instance_id)
         self.uow_factory = uow
         self.connectors = connectors
         self.on_activated: list[Callable[[], None]] = []
+        self.incidents = IncidentGate(policy, incidents)
+        self.extensions = Extender(policy=policy, uow=uow, clock=clock,
+                                   connector=self.revoker.connector, incidents=self.incidents)
 
     # -- refusals -------------------------------------------------------------------
 
@@ -108,6 +119,8 @@ class Broker:
         ttl: timedelta | None = None,
         justification: str = "",
         runbook: str | None = None,
+        public_key: str | None = None,
+        workload: str | None = None,
     ) -> RequestView:
         now = self._clock.now()
         asked = {
@@ -115,8 +128,14 @@ class Broker:
             "reason": reason,
             "ttl_seconds": int(ttl.total_seconds()) if ttl else None,
             "runbook": runbook,
+            **({"workload": workload} if workload else {}),
         }
-        plan = rules.plan_request(self.policy, principal, roles, incident, reason, ttl, now)
+        wl = rules.workload_for(self.policy, principal, workload)
+        if isinstance(wl, rules.Denied):
+            self._refuse(principal, EventTag.REQUEST_REFUSED, wl, incident=incident or None,
+                         payload=asked)
+        plan = rules.plan_request(self.policy, principal, roles, incident, reason, ttl, now,
+                                  workload=wl)
         if isinstance(plan, rules.Denied):
             self._refuse(
                 principal, EventTag.REQUEST_REFUSED, plan, incident=incident or None, payload=asked
@@ -127,6 +146,12 @@ class Broker:
                 self._refuse(
                     principal, EventTag.REQUEST_REFUSED, decision, incident=incident, payload=asked
                 )
+        denied, checked = self.incidents.admit(incident, plan.zone,
+                                               self.policy.runbooks.get(runbook or ""))
+        if denied is not None:
+            self._refuse(principal, EventTag.REQUEST_REFUSED, denied, incident=incident,
+                         payload=asked)
+        key_info = self._check_public_key(public_key, plan.roles)
         req = AccessRequest(
             id=new_request_id(),
             requester=principal.name,
@@ -142,6 +167,8 @@ class Broker:
             created_at=now,
             pending_until=now + self.policy.pending_timeout,
             runbook=runbook,
+            public_key=public_key.strip() if public_key else None,
+            workload=wl.name if wl else None,
         )
         zone_policy = self.policy.zones[plan.zone]
         auto = runbook is not None or zone_policy.approvals == 0
@@ -152,6 +179,9 @@ class Broker:
                 "ttl_seconds": int(req.ttl.total_seconds()),
                 "environment": req.environment,
                 "justification": justification,
+                **key_info,
+                **({"workload": wl.name, "account": wl.account} if wl else {}),
+                **checked,
             })
             if auto:
                 how = f"runbook {runbook}" if runbook else "self-approval (zone allows it)"
@@ -163,6 +193,7 @@ class Broker:
         return self.view(req.id)
 
     def approve(self, principal: Principal, request_id: str, comment: str = "") -> RequestView:
+        self._recheck_incident(principal, request_id)
         now = self._clock.now()
         with self._uow() as uow:
             req = uow.requests.get(request_id, for_update=True)
@@ -283,11 +314,14 @@ class Broker:
                     payload={"expires_at": req.expires_at.isoformat()})
 
     def _activate(self, request_id: str) -> None:
+        crashpoints.reached("activation.started")
         with self._uow() as uow:
             req = uow.requests.get(request_id)
         if req.state is not RequestState.ACTIVATING or req.expires_at is None:
             return
         issued: list[tuple[Grant, bytes]] = []
+        audits: dict[str, Mapping[str, Any]] = {}
+        account = self.policy.workloads[req.workload].account if req.workload else None
         now = self._clock.now()
         try:
             for i, role_name in enumerate(req.roles):
@@ -295,8 +329,11 @@ class Broker:
                 grant_id = f"{req.id}-g{i}"
                 spec = GrantSpec(grant_id=grant_id, request_id=req.id, principal=req.requester,
                                  role=role.name, incident=req.incident, grant=role.grant,
-                                 expires_at=req.expires_at)
+                                 expires_at=req.expires_at, public_key=req.public_key,
+                                 account=account)
                 cred = self._connector(role.target).grant(spec)
+                audits[grant_id] = cred.audit
+                crashpoints.reached("activation.minted")
                 grant = Grant(id=grant_id, request_id=req.id, role=role.name, target=role.target,
                               target_ref=cred.target_ref, issued_at=now,
                               expires_at=req.expires_at, artefacts=cred.artefacts)
@@ -320,7 +357,8 @@ class Broker:
                 self._event(uow, req, "broker", EventTag.GRANT_ISSUED, grant_id=grant.id,
                             payload={"role": grant.role, "target": grant.target,
                                      "target_ref": grant.target_ref,
-                                     "expires_at": grant.expires_at.isoformat()})
+                                     "expires_at": grant.expires_at.isoformat(),
+                                     **audits.get(grant.id, {})})
             req.transition(RequestState.ACTIVE)
             req.activated_at = self._clock.now()
             uow.requests.save(req)
@@ -328,6 +366,7 @@ class Broker:
                 uow.on_commit(callback)
             self._event(uow, req, "broker", EventTag.REQUEST_ACTIVE,
                         payload={"expires_at": grant_expiry(req)})
+        crashpoints.reached("activation.stored")
 
     def end_access(self, request_id: str, final: RequestState, actor: str, reason: str) -> bool:
         return self.revoker.end_access(request_id, final, actor, reason)
@@ -335,8 +374,8 @@ class Broker:
     def expire_due(self) -> int:
         return self.revoker.expire_due()
 
-    def recover(self) -> int:
-        return self.revoker.recover()
+    def recover(self, older_than: timedelta = timedelta(seconds=30)) -> int:
+        return self.revoker.recover(older_than)
 
     def close_incident(self, principal: Principal, incident: str) -> list[str]:
         if not any(principal.matches(s) for sels in self.policy.approvers.values() for s in sels):
@@ -386,8 +425,30 @@ class Broker:
 
     # -- helpers --------------------------------------------------------------------
 
+    def _check_public_key(
+        self, public_key: str | None, roles: Sequence[RoleDef]
+    ) -> dict[str, str]:
+        """Validate a requester's SSH public key; the audit payload gets its fingerprint only."""
+        if public_key is None:
+            return {}
+        fingerprint = public_key_fingerprint(public_key)
+        if not any(self._connector(role.target).accepts_public_key for role in roles):
+            raise InvalidInput("public_key: none of the requested roles signs SSH keys",
+                               rule="request.public_key_unused")
+        return {"public_key_sha256": fingerprint}
+
     def _connector(self, target: str) -> Connector:
         return self.revoker.connector(target)
+
+    def _recheck_incident(self, principal: Principal, request_id: str) -> None:
+        """An approval activates nothing for an incident that closed meanwhile."""
+        if self.incidents.directory is None:
+            return
+        with self._uow() as uow:
+            req = uow.requests.get(request_id)
+        denied, _ = self.incidents.check(req.incident, req.zone)
+        if denied is not None and req.state is RequestState.PENDING:
+            self._refuse(principal, EventTag.APPROVAL_REFUSED, denied, request=req)
 
     def _event(self, uow: UnitOfWork, req: AccessRequest, actor: str, tag: EventTag,
                **kwargs: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import structlog
 
@@ -23,7 +24,9 @@ log = structlog.get_logger("breakglass.expiry")
 
 class ExpiryLoop:
     def __init__(self, broker: Broker, clock: Clock, *, max_sleep: float = 1.0,
-                 drift_interval: float = 60.0, recover_interval: float = 10.0) -> None:
+                 drift_interval: float = 60.0, recover_interval: float = 10.0,
+                 recover_grace: float = 30.0) -> None:
+        self._recover_grace = timedelta(seconds=recover_grace)
         self._broker = broker
         self._clock = clock
         self._max_sleep = max_sleep
@@ -53,9 +56,10 @@ class ExpiryLoop:
             deadline = None
             try:
                 if time.monotonic() >= next_recover:
-                    self._broker.recover()
+                    self._broker.recover(self._recover_grace)
                     next_recover = time.monotonic() + self._recover_interval
                 self._broker.expire_due()
+                self._broker.extensions.tick()  # approved extensions, expiry warnings
                 if time.monotonic() >= next_drift:
                     report = drift.sweep(self._broker.uow_factory, self._broker.connectors,
                                          self._clock)

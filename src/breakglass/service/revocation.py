@@ -18,6 +18,7 @@ from breakglass.connectors import Connector
 from breakglass.domain.errors import Conflict, TargetError
 from breakglass.domain.events import EventTag
 from breakglass.domain.model import Grant, GrantState, Policy, RequestState
+from breakglass.service import crashpoints
 from breakglass.service.ports import Clock
 from breakglass.service.recording import record
 from breakglass.storage.uow import UnitOfWorkFactory
@@ -40,13 +41,15 @@ class Revoker:
         connectors: Mapping[str, Connector],
         clock: Clock,
         workers: int = 8,
+        owner: str | None = None,
     ) -> None:
         self._policy = policy
         self._uow = uow
         self._connectors = connectors
         self._clock = clock
         self._workers = workers
-        self.owner = "broker-" + secrets.token_hex(6)
+        # A broker that restarts with the same identity takes its own leases back at once.
+        self.owner = owner or "broker-" + secrets.token_hex(6)
 
     def connector(self, target: str) -> Connector:
         found = self._connectors.get(target)
@@ -76,7 +79,9 @@ class Revoker:
                 record(uow, now, req, actor, EventTag.REQUEST_ENDING, reason=reason)
             grants = [g for g in uow.grants.for_request(req.id)
                       if g.state in (GrantState.ACTIVE, GrantState.REVOCATION_PENDING)]
+        crashpoints.reached("revocation.started")
         outcomes = [(g, self.try_revoke(g)) for g in grants]
+        crashpoints.reached("revocation.revoked")
         return self._finish(request_id, actor, outcomes)
 
     def _finish(self, request_id: str, actor: str,
@@ -94,7 +99,9 @@ class Revoker:
                     uow.grants.drop_secret(grant.id)
                     record(uow, now, req, actor, tag, grant_id=grant.id, reason=req.end_reason,
                            payload={"target": grant.target, "target_ref": grant.target_ref,
-                                    "lag_ms": _lag_ms(grant, now) if expired else None})
+                                    "lag_ms": _lag_ms(grant, now) if expired else None,
+                                    **({"cleaned": list(grant.artefacts)}
+                                       if grant.artefacts else {})})
                 else:
                     uow.grants.set_state(grant.id, GrantState.REVOCATION_PENDING, None, error)
             if errors:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from breakglass.audit.canonical import canonical_json
 from breakglass.audit.merkle import TreeState, leaf_hash
@@ -49,11 +51,65 @@ class Event:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What an event observer is shown: the event, inside the transaction that wrote it.
+
+    Rows the observer writes through ``connection`` commit or roll back with the
+    event; work that must wait for the commit goes to ``after_commit``.
+    """
+
+    event: Event
+    connection: Connection
+    log: EventLog
+    after_commit: Callable[[Callable[[], None]], None]
+
+
+EventObserver = Callable[[Appended], None]
+_observers: WeakKeyDictionary[Engine, list[EventObserver]] = WeakKeyDictionary()
+_observers_lock = threading.Lock()
+
+
+def observe(engine: Engine, observer: EventObserver) -> Callable[[], None]:
+    """Show ``observer`` every event appended through a unit of work on ``engine``.
+
+    Returns the function that removes it again.
+    """
+    with _observers_lock:
+        _observers.setdefault(engine, []).append(observer)
+
+    def remove() -> None:
+        with _observers_lock:
+            found = _observers.get(engine, [])
+            if observer in found:
+                found.remove(observer)
+
+    return remove
+
+
+def observers_for(engine: Engine) -> tuple[EventObserver, ...]:
+    with _observers_lock:
+        return tuple(_observers.get(engine, ()))
+
+
+def _drop(callback: Callable[[], None]) -> None:
+    del callback
+
+
 class EventLog:
-    def __init__(self, conn: Connection, *, locking: bool) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        locking: bool,
+        observers: tuple[EventObserver, ...] = (),
+        after_commit: Callable[[Callable[[], None]], None] = _drop,
+    ) -> None:
         self._conn = conn
         self._locking = locking
         self._head: tuple[int, TreeState] | None = None
+        self._observers = observers
+        self._after_commit = after_commit
 
     def _load_head(self) -> tuple[int, TreeState]:
         if self._head is None:
@@ -124,6 +180,8 @@ class EventLog:
             )
         )
         self._head = (size + 1, frontier)
+        for observer in self._observers:
+            observer(Appended(event, self._conn, self, self._after_commit))
         return event
 
 

@@ -40,6 +40,7 @@ def _request_from_row(row: Any, approvals: list[Approval]) -> AccessRequest:
         approvals=approvals,
         runbook=row.runbook,
         workload=row.workload,
+        public_key=row.public_key,
         activated_at=row.activated_at,
         expires_at=row.expires_at,
         ended_at=row.ended_at,
@@ -66,6 +67,7 @@ def _request_values(req: AccessRequest) -> dict[str, Any]:
         "state": req.state.value,
         "runbook": req.runbook,
         "workload": req.workload,
+        "public_key": req.public_key,
         "activated_at": req.activated_at,
         "expires_at": req.expires_at,
         "ended_at": req.ended_at,
@@ -155,7 +157,7 @@ class RequestRepository:
         brokers sharing a database claim disjoint batches; the lease lets another
         broker take over when the owner dies mid-claim."""
         r = t.requests.c
-        free = or_(r.lease_until.is_(None), r.lease_until <= now)
+        free = or_(r.lease_until.is_(None), r.lease_until <= now, r.lease_owner == owner)
         due = or_(
             and_(r.state == RequestState.ACTIVE.value, r.expires_at <= now),
             and_(

@@ -69,6 +69,7 @@ requests = Table(
     Column("state", String(20), nullable=False, index=True),
     Column("runbook", String(100)),
     Column("workload", String(100)),
+    Column("public_key", Text),  # OpenSSH public key text, for roles on SSH targets
     Column("activated_at", UTCDateTime),
     Column("expires_at", UTCDateTime, index=True),
     Column("ended_at", UTCDateTime),
@@ -110,6 +111,38 @@ grants = Table(
     Column("revoked_at", UTCDateTime),
     Column("artefacts", JSON, nullable=False),
     Column("last_error", Text),
+    Column("warned_at", UTCDateTime),  # the expiry warning went out for the current expiry
+)
+
+extensions = Table(
+    "extensions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("request_id", String(40), ForeignKey("requests.id"), nullable=False, index=True),
+    Column("requester", String(200), nullable=False),
+    Column("ttl_seconds", Integer, nullable=False),
+    Column("justification", Text, nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("required", Integer, nullable=False),
+    Column("state", String(20), nullable=False, index=True),
+    Column("expires_before", UTCDateTime, nullable=False),
+    Column("expires_after", UTCDateTime),
+    Column("decided_at", UTCDateTime),
+    Column("end_reason", Text, nullable=False, default=""),
+    Column("version", Integer, nullable=False, default=0),
+)
+
+extension_approvals = Table(
+    "extension_approvals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("extension_id", String(40), ForeignKey("extensions.id"), nullable=False),
+    Column("approver", String(200), nullable=False),
+    Column("teams", JSON, nullable=False),
+    Column("mfa", Boolean, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("comment", Text, nullable=False, default=""),
+    UniqueConstraint("extension_id", "approver", name="uq_extension_approval_once"),
 )
 
 credentials = Table(

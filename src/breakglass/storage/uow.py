@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
-from breakglass.storage.events import Event, EventLog, iter_events
+from breakglass.storage.events import Event, EventLog, iter_events, observers_for
 from breakglass.storage.repository import GrantRepository, RequestRepository
 
 
@@ -60,7 +60,8 @@ class UnitOfWork:
         locking = self._engine.dialect.name == "postgresql"
         self.requests = RequestRepository(self._conn, locking=locking)
         self.grants = GrantRepository(self._conn, locking=locking)
-        self.events = EventLog(self._conn, locking=locking)
+        self.events = EventLog(self._conn, locking=locking,
+                               observers=observers_for(self._engine), after_commit=self.on_commit)
         return self
 
     def __exit__(

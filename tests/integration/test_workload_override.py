@@ -1,0 +1,258 @@
+"""Workload overrides on a real PostgreSQL target, rolled back to exactly the previous state.
+
+The service account already reads ``vectors.items``; the override adds what the
+role has and the account lacks. Expiry, revocation, a crash in the middle of a
+rollback, a crash between granting and recording, a second override of the
+same account, and an override no grant owns all end with the account holding
+exactly what it held before.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from breakglass.catalog.loader import load_catalog
+from breakglass.connectors import GrantSpec
+from breakglass.connectors import postgres_override as pg_override
+from breakglass.connectors.postgres import PostgresConnector
+from breakglass.domain.model import RequestState
+from breakglass.service import crashpoints, drift
+from breakglass.service.broker import Broker
+from breakglass.service.ports import SecretBox
+from breakglass.storage.uow import UnitOfWork
+from tests.fakes import FakeClock
+from tests.services import require
+
+CATALOG = Path(__file__).parent.parent / "fixtures" / "catalog_workloads.yaml"
+PASSWORD = "svc-password-for-tests"
+
+
+class Crash(BaseException):
+    """The broker process dying at this point (not an error it could handle)."""
+
+
+@pytest.fixture(scope="module")
+def target_db() -> Iterator[str]:
+    admin = require("BG_TEST_PG_ADMIN_DSN")
+    name = "bg_override_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = admin.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA vectors")
+        conn.execute("CREATE TABLE vectors.items (id int primary key, v text)")
+        conn.execute("INSERT INTO vectors.items VALUES (1, 'seed')")
+    yield dsn
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def account(target_db: str) -> Iterator[str]:
+    """An existing service role that reads vectors.items, as a running pipeline would."""
+    name = "svc_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(target_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(name), sql.Literal(PASSWORD)))
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA vectors TO {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("GRANT SELECT ON vectors.items TO {}").format(sql.Identifier(name)))
+    yield name
+    with psycopg.connect(target_db, autocommit=True) as conn:
+        markers = conn.execute(
+            "SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') LIKE %s",
+            (f"%{name}%",)).fetchall()
+        for (marker,) in markers:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(marker)))
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime.now(UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+def connector(target_db: str) -> Iterator[PostgresConnector]:
+    c = PostgresConnector("embeddings-db", {"dsn": target_db})
+    yield c
+    c.close()
+
+
+def make_broker(pg_engine, clock, connector, target_db, account) -> Broker:
+    loaded = load_catalog(CATALOG, env={"TEST_TARGET_DSN": target_db,
+                                        "TEST_SERVICE_ACCOUNT": account})
+    return Broker(policy=loaded.policy, uow=lambda: UnitOfWork(pg_engine),
+                  connectors={"embeddings-db": connector}, clock=clock,
+                  secrets_box=SecretBox(SecretBox.new_key()))
+
+
+@pytest.fixture
+def broker(pg_engine, clock, connector, target_db, account) -> Broker:
+    return make_broker(pg_engine, clock, connector, target_db, account)
+
+
+def held(dsn: str, account: str) -> set[str]:
+    """Every privilege the account holds directly on the schema and its tables."""
+    with psycopg.connect(dsn) as conn:
+        tables = conn.execute(
+            "SELECT a.privilege_type || ' ON vectors.' || c.relname FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a "
+            "WHERE n.nspname = 'vectors' AND a.grantee = (SELECT oid FROM pg_roles "
+            "WHERE rolname = %s)", (account,)).fetchall()
+        schema = conn.execute(
+            "SELECT a.privilege_type || ' ON SCHEMA vectors' FROM pg_namespace n, "
+            "aclexplode(n.nspacl) a WHERE n.nspname = 'vectors' AND a.grantee = "
+            "(SELECT oid FROM pg_roles WHERE rolname = %s)", (account,)).fetchall()
+    return {r[0] for r in tables + schema}
+
+
+BEFORE = {"SELECT ON vectors.items", "USAGE ON SCHEMA vectors"}
+
+
+def as_account(dsn: str, account: str) -> psycopg.Connection:
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    return psycopg.connect(host=params.get("host", "127.0.0.1"), port=params.get("port", 5432),
+                           dbname=params["dbname"], user=account, password=PASSWORD,
+                           autocommit=True)
+
+
+def can_insert(dsn: str, account: str) -> bool:
+    with as_account(dsn, account) as conn:
+        try:
+            conn.execute("INSERT INTO vectors.items VALUES (%s, 'by the pipeline')",
+                         (uuid.uuid4().int % 1_000_000_000,))
+        except psycopg.errors.InsufficientPrivilege:
+            return False
+        assert conn.execute("SELECT v FROM vectors.items WHERE id = 1").fetchone() == ("seed",)
+    return True
+
+
+def override(broker: Broker, people, role: str = "embeddings-append") -> str:
+    rid = broker.request_access(people["uma"], [role], incident="SEV-1234", reason="recovery",
+                                workload="embeddings-pipeline").request.id
+    assert broker.approve(people["vera"], rid).request.state is RequestState.ACTIVE
+    return rid
+
+
+def test_override_adds_insert_and_expiry_leaves_exactly_select(
+        broker, people, clock, target_db, account, connector):
+    assert held(target_db, account) == BEFORE
+    assert not can_insert(target_db, account)
+    rid = override(broker, people)
+    assert held(target_db, account) == BEFORE | {"INSERT ON vectors.items"}
+    assert can_insert(target_db, account)
+    issued = next(e for e in broker.timeline("SEV-1234")
+                  if e.action == "grant:credential:issued")
+    assert issued.payload["added"] == ["INSERT ON vectors.items"]
+    assert sorted(issued.payload["already_present"]) == ["SELECT ON vectors.items",
+                                                         "USAGE ON SCHEMA vectors"]
+    grant = broker.view(rid).grants[0]
+    assert [pg_override.Privilege.decode(a) for a in grant.artefacts] == [
+        pg_override.Privilege(account, "vectors", "items", "INSERT")]
+    assert connector.verify(grant.target_ref)
+    assert grant.target_ref in connector.list_managed()
+    clock.advance(minutes=20, seconds=1)
+    assert broker.expire_due() == 1
+    assert held(target_db, account) == BEFORE
+    assert not can_insert(target_db, account)
+    assert grant.target_ref not in connector.list_managed()
+    expired = next(e for e in broker.timeline("SEV-1234")
+                   if e.action == "grant:credential:expired")
+    assert expired.payload["cleaned"] == list(grant.artefacts)
+
+
+def test_revoke_midway_leaves_exactly_select(broker, people, target_db, account):
+    rid = override(broker, people)
+    assert can_insert(target_db, account)
+    assert broker.revoke(people["uma"], rid, "pipeline caught up").request.state is (
+        RequestState.REVOKED)
+    assert held(target_db, account) == BEFORE
+    assert not can_insert(target_db, account)
+
+
+def test_a_crash_mid_rollback_converges_after_restart(
+        broker, people, clock, target_db, account, connector, pg_engine, monkeypatch):
+    rid = override(broker, people, "embeddings-rewrite")
+    added = {"INSERT ON vectors.items", "UPDATE ON vectors.items"}
+    assert held(target_db, account) == BEFORE | added
+    # Half of the rollback is done on the target, then the broker dies in the other half.
+    with psycopg.connect(target_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("REVOKE INSERT ON vectors.items FROM {}").format(
+            sql.Identifier(account)))
+    calls = []
+
+    def dies_on_second(conn, priv):
+        calls.append(priv)
+        if len(calls) == 2:
+            raise Crash
+        conn.execute(priv.statement(grant=False))
+
+    monkeypatch.setattr(pg_override, "revoke_privilege", dies_on_second)
+    with pytest.raises(Crash):
+        broker.revoke(people["uma"], rid, "done")
+    assert broker.view(rid).request.state is RequestState.REVOKING
+    assert "UPDATE ON vectors.items" in held(target_db, account)
+    monkeypatch.undo()
+    restarted = make_broker(pg_engine, clock, connector, target_db, account)
+    clock.advance(seconds=31)  # the dead broker's lease runs out
+    assert restarted.expire_due() == 1
+    assert broker.view(rid).request.state is RequestState.REVOKED
+    assert held(target_db, account) == BEFORE
+    assert not can_insert(target_db, account)
+    assert broker.view(rid).grants[0].target_ref not in connector.list_managed()
+
+
+def test_a_crash_between_granting_and_recording_is_rolled_back_at_restart(
+        broker, people, clock, target_db, account, connector, pg_engine, monkeypatch):
+    def dies_after_minting(point: str) -> None:
+        if point == "activation.minted":
+            raise Crash
+
+    monkeypatch.setattr(crashpoints, "reached", dies_after_minting)
+    rid = broker.request_access(people["uma"], ["embeddings-append"], incident="SEV-1234",
+                                reason="recovery", workload="embeddings-pipeline").request.id
+    with pytest.raises(Crash):
+        broker.approve(people["vera"], rid)
+    assert held(target_db, account) == BEFORE | {"INSERT ON vectors.items"}
+    monkeypatch.undo()
+    restarted = make_broker(pg_engine, clock, connector, target_db, account)
+    assert restarted.recover(older_than=timedelta(0)) == 1
+    assert restarted.view(rid).request.state is RequestState.FAILED
+    assert held(target_db, account) == BEFORE
+
+
+def test_two_overrides_of_one_account_keep_what_the_other_still_needs(
+        broker, people, target_db, account):
+    first = override(broker, people)
+    second = override(broker, people)
+    for rid in (first, second):
+        issued = [e for e in broker.timeline("SEV-1234")
+                  if e.action == "grant:credential:issued" and e.request_id == rid]
+        assert issued[0].payload["added"] == ["INSERT ON vectors.items"]
+    broker.revoke(people["uma"], first)
+    assert can_insert(target_db, account)
+    broker.revoke(people["uma"], second)
+    assert held(target_db, account) == BEFORE
+
+
+def test_an_override_no_grant_owns_is_rolled_back_by_drift(
+        broker, clock, target_db, account, connector, pg_engine):
+    stray = connector.grant(GrantSpec(
+        grant_id="r-0123456789ab-g0", request_id="r-0123456789ab", principal="uma",
+        role="embeddings-append", incident="SEV-1234",
+        grant={"privileges": ["SELECT", "INSERT"], "tables": ["vectors.items"]},
+        expires_at=clock.now() + timedelta(minutes=5), account=account))
+    assert held(target_db, account) == BEFORE | {"INSERT ON vectors.items"}
+    report = drift.sweep(lambda: UnitOfWork(pg_engine), {"embeddings-db": connector}, clock)
+    assert stray.target_ref in report.orphans_revoked
+    assert held(target_db, account) == BEFORE
+    connector.revoke(stray.target_ref, stray.artefacts)  # again: nothing left to do
+    assert held(target_db, account) == BEFORE
