@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -154,9 +154,10 @@ def aws_target() -> Iterator[None]:
     try:
         yield
     finally:
-        for policy in iam.list_role_policies(RoleName=role)["PolicyNames"]:
-            iam.delete_role_policy(RoleName=role, PolicyName=policy)
-        iam.delete_role(RoleName=role)
+        with suppress(iam.exceptions.NoSuchEntityException):  # the emulator was reset meanwhile
+            for policy in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+                iam.delete_role_policy(RoleName=role, PolicyName=policy)
+            iam.delete_role(RoleName=role)
 
 
 TARGETS: dict[str, Callable[[], Any]] = {

@@ -10,10 +10,18 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import boto3
 import httpx
 import structlog
 from sqlalchemy import Engine
 
+from breakglass.audit import (
+    Anchor,
+    LocalDirectoryAnchor,
+    S3ObjectLockAnchor,
+    load_or_create_signing_key,
+    load_signing_key_from_env_text,
+)
 from breakglass.catalog.loader import LoadedCatalog, load_catalog
 from breakglass.connectors import Connector, connector_class
 from breakglass.domain.errors import CatalogError, NotFound, Unauthenticated
@@ -24,6 +32,7 @@ from breakglass.identity.jwks import JwksCache
 from breakglass.identity.oidc import TokenVerifier, WorkloadIdentity
 from breakglass.notify.operations import Operations, build_operations
 from breakglass.service import crashpoints
+from breakglass.service.auditlog import AuditLog, CheckpointLoop
 from breakglass.service.broker import Broker
 from breakglass.service.expiry import ExpiryLoop
 from breakglass.service.incidents import HttpIncidentDirectory
@@ -45,9 +54,11 @@ class Container:
     broker: Broker
     authenticator: TokenVerifier
     clock: Clock
+    audit: AuditLog
     dev_issuer: DevIssuer | None = None
     connectors: dict[str, Connector] = field(default_factory=dict)
     expiry: ExpiryLoop | None = None
+    checkpoints: CheckpointLoop | None = None
     operations: Operations | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -92,6 +103,9 @@ class Container:
                                          recover_grace=self.settings.recover_grace)
                 self.broker.on_activated.append(self.expiry.wake)
                 self.expiry.start()
+            if self.checkpoints is None:
+                self.checkpoints = CheckpointLoop(self.audit)
+                self.checkpoints.start()
             if self.operations is not None:
                 self.operations.start()
 
@@ -100,6 +114,9 @@ class Container:
             if self.expiry is not None:
                 self.expiry.stop()
                 self.expiry = None
+            if self.checkpoints is not None:
+                self.checkpoints.stop()
+                self.checkpoints = None
             if self.operations is not None:
                 self.operations.stop()
             for connector in self.connectors.values():
@@ -127,6 +144,25 @@ def _secret_box(settings: Settings) -> SecretBox:
         with os.fdopen(fd, "wb") as fh:
             fh.write(SecretBox.new_key())
     return SecretBox(Path(path).read_bytes().strip())
+
+
+def build_audit(settings: Settings, engine: Engine, organization: str,
+                clock: Clock) -> AuditLog:
+    """The signing key, the anchors and the audit service over the event table."""
+    if settings.audit_key_text:
+        key = load_signing_key_from_env_text(settings.audit_key_text)
+    else:
+        key_file = settings.audit_key_file or settings.state_dir / "audit.key"
+        key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = load_or_create_signing_key(key_file)
+    anchors: list[Anchor] = [
+        LocalDirectoryAnchor(settings.anchor_dir or settings.state_dir / "checkpoints")]
+    if settings.anchor_s3_bucket:
+        client = boto3.client("s3", endpoint_url=settings.anchor_s3_endpoint)
+        anchors.append(S3ObjectLockAnchor(settings.anchor_s3_bucket, settings.anchor_s3_prefix,
+                                          client, retention_days=settings.anchor_retention_days))
+    return AuditLog(engine, key=key, origin=f"breakglass/{organization}", anchors=anchors,
+                    clock=clock)
 
 
 def _instance_id(state_dir: Path) -> str:
@@ -184,6 +220,8 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool =
     engine = make_engine(settings.db_url)
     if migrate:
         upgrade(engine)
+    audit = build_audit(settings, engine, loaded.catalog.organization, clock)
+    audit.check_against_anchors()
     connectors = build_connectors(loaded)
     broker = Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine), connectors=connectors,
                     clock=clock, secrets_box=_secret_box(settings),
@@ -195,7 +233,9 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool =
         if settings.dev
         else None
     )
-    return Container(settings=settings, loaded=loaded, engine=engine, broker=broker,
+    broker.on_activated.append(audit.checkpoint)
+    broker.revoker.on_ended.append(audit.checkpoint)
+    return Container(settings=settings, loaded=loaded, engine=engine, broker=broker, audit=audit,
                      authenticator=_authenticator(loaded, clock, dev_issuer), clock=clock,
                      dev_issuer=dev_issuer, connectors=connectors,
                      operations=build_operations(loaded, engine, clock))

@@ -27,6 +27,13 @@ class Settings:
     run_expiry: bool = True
     recover_grace: float = 30.0
     crash_at: str | None = None
+    audit_key_text: str | None = None
+    audit_key_file: Path | None = None
+    anchor_dir: Path | None = None
+    anchor_s3_bucket: str | None = None
+    anchor_s3_prefix: str = "breakglass"
+    anchor_s3_endpoint: str | None = None
+    anchor_retention_days: int = 3650
 
     @classmethod
     def from_env(
@@ -57,4 +64,11 @@ class Settings:
             drift_interval=float(env.get("BREAKGLASS_DRIFT_INTERVAL", "60")),
             recover_grace=float(env.get("BREAKGLASS_RECOVER_GRACE", "30")),
             crash_at=env.get("BREAKGLASS_CRASH_AT") or None,
+            audit_key_text=env.get("BREAKGLASS_AUDIT_KEY") or None,
+            audit_key_file=Path(env.get("BREAKGLASS_AUDIT_KEY_FILE") or state / "audit.key"),
+            anchor_dir=Path(env.get("BREAKGLASS_ANCHOR_DIR") or state / "checkpoints"),
+            anchor_s3_bucket=env.get("BREAKGLASS_ANCHOR_S3_BUCKET") or None,
+            anchor_s3_prefix=env.get("BREAKGLASS_ANCHOR_S3_PREFIX", "breakglass"),
+            anchor_s3_endpoint=env.get("BREAKGLASS_ANCHOR_S3_ENDPOINT") or None,
+            anchor_retention_days=int(env.get("BREAKGLASS_ANCHOR_RETENTION_DAYS", "3650")),
         )

@@ -57,10 +57,16 @@ def target_dsn() -> Iterator[str]:
         conn.execute("CREATE TABLE vectors.jobs (id int primary key, status text)")
         conn.execute("INSERT INTO vectors.items VALUES (1, 'seed')")
     yield dsn
+    with psycopg.connect(dsn, autocommit=True) as conn:  # only roles that reach this database
+        roles = conn.execute(
+            "SELECT r.rolname FROM pg_database d, aclexplode(d.datacl) a "
+            "JOIN pg_roles r ON r.oid = a.grantee "
+            "WHERE d.datname = current_database() AND r.rolname LIKE 'bg\\_%'").fetchall()
+        for (role,) in roles:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-        roles = conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'bg\\_r%'")
-        for (role,) in roles.fetchall():
+        for (role,) in roles:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 

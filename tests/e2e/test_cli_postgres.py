@@ -13,8 +13,12 @@ from tests.e2e.conftest import Cli
 
 
 def managed_roles(dsn: str) -> set[str]:
+    """Broker roles that hold privileges on this target database (the cluster is shared)."""
     with psycopg.connect(dsn) as conn:
-        rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'bg\\_%'").fetchall()
+        rows = conn.execute(
+            "SELECT r.rolname FROM pg_database d, aclexplode(d.datacl) a "
+            "JOIN pg_roles r ON r.oid = a.grantee "
+            "WHERE d.datname = current_database() AND r.rolname LIKE 'bg\\_%'").fetchall()
     return {r[0] for r in rows}
 
 
@@ -166,7 +170,7 @@ def test_timeline_lists_the_incident_in_order(cli):
     actions = [e["action"] for e in events]
     assert actions[0] == "request:created"
     assert "grant:credential:issued" in actions
-    assert actions[-1] == "request:ended"
+    assert actions.index("grant:credential:revoked") < actions.index("request:ended")
     assert [e["index"] for e in events] == sorted(e["index"] for e in events)
 
 

@@ -56,13 +56,12 @@ def target() -> Iterator[tuple[str, str]]:
             sql.Identifier(account)))
     yield dsn, account
     with psycopg.connect(dsn, autocommit=True) as conn:
+        # what the broker may have left: logins it made here, overrides of the account
         mine = [r[0] for r in conn.execute(
-            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, 'bg_') AND "
-            "(has_database_privilege(oid, current_database(), 'CONNECT') AND NOT rolsuper "
-            "AND rolname IN (SELECT r.rolname FROM pg_database d, aclexplode(d.datacl) a "
-            "JOIN pg_roles r ON r.oid = a.grantee WHERE d.datname = current_database()) "
-            "OR shobj_description(oid, 'pg_authid') LIKE %s)",
-            (f"%{account}%",)).fetchall()]
+            "SELECT r.rolname FROM pg_database d, aclexplode(d.datacl) a "
+            "JOIN pg_roles r ON r.oid = a.grantee WHERE d.datname = current_database() "
+            "AND starts_with(r.rolname, 'bg_') UNION SELECT rolname FROM pg_roles "
+            "WHERE shobj_description(oid, 'pg_authid') LIKE %s", (f"%{account}%",)).fetchall()]
         for role in [*mine, account]:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -246,6 +245,23 @@ def test_closing_the_incident_revokes_both_tracks(cli, incidents, target):
     again = refused(cli, "uma", "request", "embeddings-append", "--workload",
                     "embeddings-pipeline", "--incident", "SEV-3004", "--reason", "recovery")
     assert "incident.closed" in again
+
+
+def test_an_override_expires_back_to_exactly_what_the_account_had(cli, incidents, target):
+    dsn, account = target
+    incidents.open("SEV-3005")
+    data = ok(cli, "uma", "request", "embeddings-append", "--workload", "embeddings-pipeline",
+              "--incident", "SEV-3005", "--reason", "recovery", "--ttl", "5s")
+    assert ok(cli, "vera", "approve", data["id"])["state"] == "active"
+    assert service_can_insert(dsn, account)
+    ended = wait_for_state(cli, data["id"], "expired", seconds=20)
+    assert ended["state"] == "expired"
+    assert not service_can_insert(dsn, account)
+    with psycopg.connect(service_dsn(dsn, account)) as conn:
+        assert conn.execute("SELECT v FROM vectors.items WHERE id = 1").fetchone() == ("seed",)
+    actions = [e["action"] for e in ok(cli, "vera", "timeline", "SEV-3005")]
+    assert actions[-1] == "request:ended"
+    assert "grant:credential:expired" in actions
 
 
 def token(cli: Cli, user: str) -> str:

@@ -100,7 +100,8 @@ def test_zone_c_extension_with_two_fresh_approvals_moves_every_expiry(
     assert target.live == {}
     assert broker.view(rid).request.state is RequestState.EXPIRED
     tail = actions(broker)
-    assert tail[tail.index("extension:request:created"):tail.index("request:revocation:started")] == [
+    start, end = tail.index("extension:request:created"), tail.index("request:revocation:started")
+    assert tail[start:end] == [
         "extension:request:created", "extension:approval:refused", "extension:approval:added",
         "extension:approval:added", "grant:expiry:extended", "extension:expiry:moved"]
 

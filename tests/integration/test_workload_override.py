@@ -2,22 +2,34 @@
 
 The service account already reads ``vectors.items``; the override adds what the
 role has and the account lacks. Expiry, revocation, a crash in the middle of a
-rollback, a crash between granting and recording, a second override of the
-same account, and an override no grant owns all end with the account holding
-exactly what it held before.
+rollback, a crash between granting and recording, SIGKILL of a real broker
+process at each step, a second override of the same account, and an override
+no grant owns all end with the account holding exactly what it held before. A
+workload's own token asks for its override through the real HTTP server.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
+import uvicorn
 from psycopg import sql
+from sqlalchemy import select
 
+from breakglass.api.app import create_app
+from breakglass.bootstrap import Container, bootstrap
 from breakglass.catalog.loader import load_catalog
 from breakglass.connectors import GrantSpec
 from breakglass.connectors import postgres_override as pg_override
@@ -26,6 +38,8 @@ from breakglass.domain.model import RequestState
 from breakglass.service import crashpoints, drift
 from breakglass.service.broker import Broker
 from breakglass.service.ports import SecretBox
+from breakglass.settings import Settings
+from breakglass.storage import tables as t
 from breakglass.storage.uow import UnitOfWork
 from tests.fakes import FakeClock
 from tests.services import require
@@ -256,3 +270,102 @@ def test_an_override_no_grant_owns_is_rolled_back_by_drift(
     assert held(target_db, account) == BEFORE
     connector.revoke(stray.target_ref, stray.artefacts)  # again: nothing left to do
     assert held(target_db, account) == BEFORE
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch, target_db, account) -> Iterator[tuple[str, Container]]:
+    """The real HTTP server (dev identity) in this process, so the test can mint a
+    workload token with the server's own dev issuer."""
+    monkeypatch.setenv("TEST_TARGET_DSN", target_db)
+    monkeypatch.setenv("TEST_SERVICE_ACCOUNT", account)
+    monkeypatch.delenv("TEST_INCIDENT_URL", raising=False)
+    container = bootstrap(Settings(catalog=CATALOG, db_url=f"sqlite:///{tmp_path / 'b.db'}",
+                                   dev=True, state_dir=tmp_path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(create_app(container), host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}", container
+    server.should_exit = True
+    thread.join(timeout=10)
+    container.engine.dispose()
+
+
+def test_a_workload_token_requests_an_override_of_its_own_account(served, target_db, account):
+    url, container = served
+    assert container.dev_issuer is not None
+    robot = container.dev_issuer.issue_workload("system:serviceaccount:ml:embeddings",
+                                                datetime.now(UTC))
+    vera = httpx.post(url + "/v1/dev/token", json={"username": "vera"}).json()["access_token"]
+
+    def call(token: str, path: str, body: dict | None = None) -> httpx.Response:
+        return httpx.post(url + path, json=body or {}, timeout=30,
+                          headers={"Authorization": f"Bearer {token}"})
+
+    created = call(robot, "/v1/requests", {"roles": ["embeddings-append"],
+                                           "incident": "SEV-4001", "reason": "recovery"})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert (body["requester"], body["requester_kind"], body["workload"], body["state"]) == (
+        "embeddings-pipeline", "workload", "embeddings-pipeline", "pending")
+    other = call(robot, "/v1/requests", {"roles": ["embeddings-append"], "incident": "SEV-4001",
+                                         "reason": "recovery", "workload": "someone-else"})
+    assert (other.status_code, other.json()["rule"]) == (403, "workload.unknown")
+    approved = call(vera, f"/v1/requests/{body['id']}/approvals", {"comment": "go"})
+    assert approved.json()["state"] == "active", approved.text
+    assert can_insert(target_db, account)
+    revoked = call(robot, f"/v1/requests/{body['id']}/revocations", {"reason": "caught up"})
+    assert revoked.json()["state"] == "revoked", revoked.text
+    assert held(target_db, account) == BEFORE
+
+
+DRILL_POINTS = ("activation.minted", "activation.stored", "revocation.started",
+                "revocation.revoked")
+
+
+@pytest.mark.parametrize("point", DRILL_POINTS)
+def test_kill_9_while_overriding_converges_after_restart(
+        point, target_db, account, pg_engine, tmp_path):
+    """A real broker process is SIGKILLed at each step of an override's life; the next
+    process leaves the account holding exactly what it held before."""
+    runner = Path(__file__).parent / "override_drill_runner.py"
+    db_url = pg_engine.url.render_as_string(hide_password=False)
+    env = {**os.environ, "TEST_TARGET_DSN": target_db, "TEST_SERVICE_ACCOUNT": account}
+    env.pop("TEST_INCIDENT_URL", None)
+    outcomes = []
+    for crash in (f"{point}:1", f"{point}:2", None):
+        run_env = {**env, "BREAKGLASS_CRASH_AT": crash} if crash else env
+        with subprocess.Popen(
+            [sys.executable, str(runner), str(CATALOG), db_url, str(tmp_path)],
+            env=run_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        ) as proc:
+            assert proc.stdout is not None
+            assert proc.stdin is not None
+            line = proc.stdout.readline().strip()
+            assert line == "reconciled", proc.communicate()[1][-3000:]
+            assert held(target_db, account) == BEFORE, f"after {outcomes}"
+            proc.stdin.write("go\n" if crash else "stop\n")
+            proc.stdin.flush()
+            _, err = proc.communicate(timeout=60)
+        outcomes.append(proc.returncode)
+        assert proc.returncode in (0, -9), err[-3000:]
+    assert outcomes[:2] == [-9, -9]
+    with pg_engine.connect() as conn:
+        states = {r.state for r in conn.execute(select(t.requests.c.state))}
+    assert states <= {"revoked", "expired", "failed"}
+    assert not markers_of(target_db, account)
+
+
+def markers_of(dsn: str, account: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT rolname FROM pg_roles WHERE shobj_description(oid, "
+                            "'pg_authid') LIKE %s", (f"%{account}%",)).fetchall()
+    return [r[0] for r in rows]

@@ -71,7 +71,7 @@ class Broker:
                                owner=instance_id)
         self.uow_factory = uow
         self.connectors = connectors
-        self.on_activated: list[Callable[[], None]] = []
+        self.on_activated: list[Callable[[], object]] = []
         self.incidents = IncidentGate(policy, incidents)
         self.extensions = Extender(policy=policy, uow=uow, clock=clock,
                                    connector=self.revoker.connector, incidents=self.incidents)

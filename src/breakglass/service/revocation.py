@@ -10,7 +10,7 @@ that is down is retried with capped exponential backoff, forever.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
@@ -48,6 +48,7 @@ class Revoker:
         self._connectors = connectors
         self._clock = clock
         self._workers = workers
+        self.on_ended: list[Callable[[], object]] = []
         # A broker that restarts with the same identity takes its own leases back at once.
         self.owner = owner or "broker-" + secrets.token_hex(6)
 
@@ -117,6 +118,8 @@ class Revoker:
             uow.requests.save(req)
             record(uow, now, req, actor, EventTag.REQUEST_ENDED, reason=req.end_reason,
                    payload={"state": req.state.value})
+            for callback in self.on_ended:
+                uow.on_commit(callback)
         return True
 
     def expire_due(self) -> int:

@@ -51,7 +51,7 @@ class UnitOfWork:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._conn: Connection | None = None
-        self._after_commit: list[Callable[[], None]] = []
+        self._after_commit: list[Callable[[], object]] = []
 
     def __enter__(self) -> UnitOfWork:
         self._conn = self._engine.connect()
@@ -88,7 +88,7 @@ class UnitOfWork:
     def events_since(self, start: int) -> list[Event]:
         return list(iter_events(self.connection, start=start))
 
-    def on_commit(self, callback: Callable[[], None]) -> None:
+    def on_commit(self, callback: Callable[[], object]) -> None:
         self._after_commit.append(callback)
 
 

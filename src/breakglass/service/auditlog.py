@@ -1,0 +1,274 @@
+"""The audit log as a service: checkpoints, anchoring, proofs, exports, verification.
+
+The event rows are the Merkle leaves (written by :class:`EventLog` in the
+transaction of each state change). This service signs tree heads as C2SP
+checkpoints, publishes them to write-once anchors, refuses to sign a tree
+that does not extend the last one, and at startup refuses to run on a
+database whose head is behind or inconsistent with the newest anchored
+checkpoint (a restored or rolled-back database).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine, select
+
+from breakglass.audit import (
+    Anchor,
+    Checkpoint,
+    CheckpointPolicy,
+    VerifyReport,
+    build_evidence_zip,
+    consistency_proof,
+    inclusion_proof,
+    parse_and_verify,
+    public_key_text,
+    root,
+    sign_checkpoint,
+    verify_log,
+)
+from breakglass.audit.merkle import TreeState
+from breakglass.domain.errors import AuditError, InvalidInput, NotFound
+from breakglass.service.ports import Clock
+from breakglass.storage import tables as t
+from breakglass.storage.events import row_to_event
+
+log = structlog.get_logger("breakglass.audit")
+
+
+class _BoundedCache(OrderedDict[tuple[int, int], bytes]):
+    """Subtree roots for proofs, least recently used first out (memory stays flat)."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        super().__init__()
+        self._limit = limit
+
+    def __setitem__(self, key: tuple[int, int], value: bytes) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        if len(self) > self._limit:
+            self.popitem(last=False)
+
+
+class AuditLog:
+    def __init__(self, engine: Engine, *, key: Ed25519PrivateKey, origin: str,
+                 anchors: Sequence[Anchor], clock: Clock) -> None:
+        self._engine = engine
+        self._key = key
+        self.origin = origin
+        self._anchors = list(anchors)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache = _BoundedCache()
+        self._last: Checkpoint | None = None
+        self._last_text: str | None = None
+
+    @property
+    def vkey(self) -> str:
+        return public_key_text(self._key, self.origin)
+
+    # -- leaves -----------------------------------------------------------------------
+
+    def _leaves(self, start: int, end: int) -> list[bytes]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(t.events.c.leaf_hash)
+                .where(t.events.c.idx >= start, t.events.c.idx < end)
+                .order_by(t.events.c.idx)
+            ).all()
+        return [bytes(r.leaf_hash) for r in rows]
+
+    def head(self) -> tuple[int, bytes]:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(t.log_head.c.state).where(t.log_head.c.id == 1)).first()
+        state = TreeState.from_json(row.state) if row is not None and row.state else TreeState()
+        return state.size, state.root()
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def _newest_anchored(self) -> tuple[Checkpoint, str] | None:
+        best: tuple[Checkpoint, str] | None = None
+        for anchor in self._anchors:
+            text = anchor.latest()
+            if text is None:
+                continue
+            checkpoint = parse_and_verify(text, self._key.public_key(), self.origin, self.origin)
+            if best is None or checkpoint.size > best[0].size:
+                best = (checkpoint, text)
+        return best
+
+    def check_against_anchors(self) -> None:
+        """Refuse to run on a database that the anchored history does not extend to."""
+        with self._lock:
+            newest = self._newest_anchored()
+            if newest is None:
+                return
+            checkpoint, text = newest
+            size, _ = self.head()
+            if size < checkpoint.size:
+                raise AuditError(
+                    f"refusing to write: the database holds {size} audit events but "
+                    f"{checkpoint.size} were anchored; it was restored or rolled back")
+            prefix = root(self._leaves(0, checkpoint.size))
+            if prefix != checkpoint.root:
+                raise AuditError(
+                    f"refusing to write: the first {checkpoint.size} audit events in the "
+                    "database do not match the anchored checkpoint; history was rewritten")
+            self._last, self._last_text = checkpoint, text
+
+    def checkpoint(self) -> str | None:
+        """Sign and publish the current head if it grew; return the newest checkpoint."""
+        with self._lock:
+            size, head_root = self.head()
+            if self._last is not None and size <= self._last.size:
+                return self._last_text
+            if size == 0:
+                return None
+            proof = (consistency_proof(self._last.size, size, self._leaves, cache=self._cache)
+                     if self._last is not None else [])
+            CheckpointPolicy.assert_can_sign(self._last, size, head_root, proof)
+            text = sign_checkpoint(self.origin, size, head_root, self._key, self.origin)
+            for anchor in self._anchors:
+                anchor.publish(text, size)
+            self._last = Checkpoint(self.origin, size, head_root)
+            self._last_text = text
+            return text
+
+    def latest(self) -> str:
+        text = self.checkpoint()
+        if text is None:
+            raise NotFound("the audit log is empty", rule="audit.empty")
+        return text
+
+    def checkpoints(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for anchor in self._anchors:
+            for text in anchor.checkpoints():
+                seen.setdefault(text, None)
+        return list(seen)
+
+    # -- proofs and entries -----------------------------------------------------------
+
+    def inclusion(self, index: int, size: int) -> dict[str, Any]:
+        self._bounds(size)
+        proof = inclusion_proof(index, size, self._leaves, cache=self._cache)
+        leaf = self._leaves(index, index + 1)[0]
+        return {"index": index, "size": size, "leaf_hash": leaf.hex(),
+                "proof": [h.hex() for h in proof]}
+
+    def consistency(self, first: int, second: int) -> dict[str, Any]:
+        self._bounds(second)
+        proof = consistency_proof(first, second, self._leaves, cache=self._cache)
+        return {"from": first, "to": second, "proof": [h.hex() for h in proof]}
+
+    def _bounds(self, size: int) -> None:
+        current, _ = self.head()
+        if not 0 < size <= current:
+            raise InvalidInput(f"size must be between 1 and {current}", rule="audit.size")
+
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[dict[str, Any]]:
+        """Stored rows as exported: the hashed record plus its ``leaf_hash`` (hex)."""
+        position = start
+        while end is None or position < end:
+            upper = position + 5000 if end is None else min(end, position + 5000)
+            with self._engine.connect() as conn:
+                rows = conn.execute(
+                    select(t.events).where(t.events.c.idx >= position, t.events.c.idx < upper)
+                    .order_by(t.events.c.idx)
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield {**row_to_event(row).record(), "leaf_hash": bytes(row.leaf_hash).hex()}
+            position = int(rows[-1].idx) + 1
+
+    # -- verification, export, evidence ----------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        return verify_log(self.entries(), self.checkpoints(), self._key.public_key(),
+                          self.origin, self.origin)
+
+    def export(self, out: Path, fmt: str = "jsonl") -> Path:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "checkpoints").mkdir(exist_ok=True)
+        for text in self.checkpoints():
+            size = text.splitlines()[1]
+            (out / "checkpoints" / f"{int(size):020d}.txt").write_text(text)
+        (out / "key.pub").write_text(self.vkey + "\n")
+        target = out / ("events.jsonl" if fmt == "jsonl" else "events.ocsf.jsonl")
+        with target.open("w") as fh:
+            for entry in self.entries():
+                fh.write(json.dumps(entry if fmt == "jsonl" else to_ocsf(entry),
+                                    sort_keys=True) + "\n")
+        return target
+
+    def evidence(self, incident: str, out: Path) -> dict[str, Any]:
+        self.checkpoint()
+        indices = [e["index"] for e in self.entries() if e["incident"] == incident]
+        if not indices:
+            raise NotFound(f"no events for incident {incident}", rule="incident.not_found")
+        summary = build_evidence_zip(
+            out, incident, self.entries(), self.checkpoints(), self.vkey,
+            incident_indices=indices, origin=self.origin,
+            created_at=self._clock.now().isoformat())
+        return {"incident": incident, "path": str(out), "events": len(indices),
+                "summary": str(summary)}
+
+
+_OCSF_ACTIVITY = {"created": 1, "added": 2, "activated": 3, "issued": 3, "revoked": 4,
+                  "expired": 4, "refused": 5}
+
+
+def to_ocsf(entry: dict[str, Any]) -> dict[str, Any]:
+    """An OCSF 1.x Authorization/Account Change-style record of one event."""
+    verb = entry["action"].rsplit(":", 1)[-1]
+    return {
+        "class_uid": 3003,  # Authorize Session
+        "category_uid": 3,  # Identity & Access Management
+        "activity_id": _OCSF_ACTIVITY.get(verb, 99),
+        "activity_name": entry["action"],
+        "time": entry["ts"],
+        "status": "Success" if entry["outcome"] == "ok" else "Failure",
+        "status_detail": entry.get("reason"),
+        "actor": {"user": {"name": entry["actor"]}},
+        "metadata": {"product": {"name": "breakglass"}, "version": "1.1.0",
+                     "uid": str(entry["index"]), "log_name": "audit",
+                     "correlation_uid": entry.get("incident")},
+        "unmapped": {k: entry[k] for k in ("request_id", "grant_id", "zone", "rule",
+                                           "payload", "leaf_hash")},
+    }
+
+
+class CheckpointLoop:
+    """Signs a checkpoint at most a second after new entries arrive."""
+
+    def __init__(self, audit: AuditLog, interval: float = 1.0) -> None:
+        self._audit = audit
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="breakglass-checkpoints",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._audit.checkpoint()
+            except AuditError as exc:
+                log.exception("checkpoint refused", error=str(exc))
+            except Exception:
+                log.exception("checkpoint failed")
