@@ -6,12 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Depends, FastAPI, Query, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import text
 
 from breakglass import __version__
 from breakglass.api import problems
+from breakglass.api.deps import ContainerDep, CurrentPrincipal, _bearer
+from breakglass.api.routes_audit import router as audit_router
+from breakglass.api.routes_extensions import router as extensions_router
+from breakglass.api.routes_ops import router as ops_router
 from breakglass.api.schemas import (
     Credentials,
     Decision,
@@ -24,35 +28,7 @@ from breakglass.api.schemas import (
 )
 from breakglass.bootstrap import Container
 from breakglass.domain.durations import parse_duration
-from breakglass.domain.errors import NotFound, Unauthenticated
-from breakglass.domain.model import Principal
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-def container(request: Request) -> Container:
-    found: Container = request.app.state.container
-    return found
-
-
-ContainerDep = Annotated[Container, Depends(container)]
-
-
-def current_principal(
-    c: ContainerDep,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if creds is None or not creds.credentials:
-        raise Unauthenticated("a bearer token is required (breakglass login)",
-                              rule="identity.token_missing")
-    try:
-        return c.authenticator.authenticate(creds.credentials)
-    except Unauthenticated as exc:
-        c.record_auth_refusal(exc)
-        raise
-
-
-CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+from breakglass.domain.errors import NotFound
 
 v1 = APIRouter(prefix="/v1")
 
@@ -212,10 +188,9 @@ def create_app(c: Container) -> FastAPI:
     app.state.container = c
     problems.install(app)
     app.include_router(v1)
-    from breakglass.api.routes_ops import router as ops_router  # noqa: PLC0415 - it imports us
+    app.include_router(audit_router)
 
     app.include_router(ops_router)
-    from breakglass.api.routes_extensions import router as extensions_router  # noqa: PLC0415
 
     app.include_router(extensions_router)
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from breakglass.api.app import ContainerDep, CurrentPrincipal
+from breakglass.api.deps import ContainerDep, CurrentPrincipal
 from breakglass.api.schemas import ApprovalOut, Body, Decision
 from breakglass.domain.durations import parse_duration
 from breakglass.service.extensions import ExtensionView

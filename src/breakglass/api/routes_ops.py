@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
-from breakglass.api.app import ContainerDep, CurrentPrincipal
+from breakglass.api.deps import ContainerDep, CurrentPrincipal
 from breakglass.bootstrap import Container
 from breakglass.domain.errors import NotFound
 from breakglass.notify.operations import Operations

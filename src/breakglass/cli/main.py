@@ -14,6 +14,8 @@ import typer
 from rich.text import Text
 
 from breakglass.cli import render
+from breakglass.cli.audit import audit_app
+from breakglass.cli.audit import evidence as audit_evidence
 from breakglass.cli.client import ApiClient, clear_token, save_token
 from breakglass.cli.extensions import decide, extend, pending_extension, show_extension
 from breakglass.cli.ops import report, review_app
@@ -24,6 +26,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Emergency (break-glass) access broker for cloud AI operations.")
 db_app = typer.Typer(no_args_is_help=True, help="Database administration.")
 app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
+app.command("evidence")(audit_evidence)
 
 Server = Annotated[str | None, typer.Option("--server", envvar="BREAKGLASS_SERVER",
                                             help="Broker URL [default: http://127.0.0.1:8080]")]

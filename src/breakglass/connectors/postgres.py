@@ -148,6 +148,7 @@ class PostgresConnector(Connector):
         privileges = sql.SQL(", ").join(sql.SQL(p.upper()) for p in spec.grant["privileges"])
         ident = sql.Identifier(role)
         with self._admin() as conn, conn.transaction():
+            _acl_turn(conn, self._dbname)
             conn.execute(
                 sql.SQL(
                     "CREATE ROLE {} LOGIN PASSWORD {} VALID UNTIL {} NOSUPERUSER NOCREATEDB "
@@ -219,6 +220,7 @@ class PostgresConnector(Connector):
             )
             if exists:
                 with conn.transaction():
+                    _acl_turn(conn, self._dbname)
                     conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
                     conn.execute(
                         sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
@@ -279,6 +281,12 @@ class PostgresConnector(Connector):
                 )
             )
         return found
+
+
+def _acl_turn(conn: psycopg.Connection[Any], database: str) -> None:
+    """Brokers sharing a target take turns at GRANT and REVOKE: PostgreSQL fails concurrent
+    changes to one database's or schema's privileges with "tuple concurrently updated"."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"breakglass-acl:{database}",))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -44,6 +44,7 @@ class RequestView:
     request: AccessRequest
     grants: list[Grant]
     required_approvals: int
+    audit_index: int | None = None
 
 
 def new_request_id() -> str:
@@ -401,7 +402,8 @@ class Broker:
         with self._uow() as uow:
             req = uow.requests.get(request_id)
             grants = uow.grants.for_request(request_id)
-        return RequestView(req, grants, rules.required_approvals(self.policy, req))
+            index = uow.events.last_index_of(request_id)
+        return RequestView(req, grants, rules.required_approvals(self.policy, req), index)
 
     def search(self, **filters: str | None) -> list[RequestView]:
         with self._uow() as uow:

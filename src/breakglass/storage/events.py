@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from breakglass.audit.canonical import canonical_json
 from breakglass.audit.merkle import TreeState, leaf_hash
@@ -124,6 +124,13 @@ class EventLog:
                 state = TreeState.from_json(row.state) if row.state else TreeState()
                 self._head = (int(row.size), state)
         return self._head
+
+    def last_index_of(self, request_id: str) -> int | None:
+        """The newest event of a request: where it sits in the audit log."""
+        value = self._conn.execute(
+            select(func.max(t.events.c.idx)).where(t.events.c.request_id == request_id)
+        ).scalar()
+        return None if value is None else int(value)
 
     def append(
         self,

@@ -1,0 +1,39 @@
+"""FastAPI dependencies shared by every router: the container and the caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from breakglass.bootstrap import Container
+from breakglass.domain.errors import Unauthenticated
+from breakglass.domain.model import Principal
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def container(request: Request) -> Container:
+    found: Container = request.app.state.container
+    return found
+
+
+ContainerDep = Annotated[Container, Depends(container)]
+
+
+def current_principal(
+    c: ContainerDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if creds is None or not creds.credentials:
+        raise Unauthenticated("a bearer token is required (breakglass login)",
+                              rule="identity.token_missing")
+    try:
+        return c.authenticator.authenticate(creds.credentials)
+    except Unauthenticated as exc:
+        c.record_auth_refusal(exc)
+        raise
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -1,0 +1,69 @@
+"""Audit API: signed checkpoints, proofs, entries, verification and evidence."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse, Response
+
+from breakglass.api.deps import ContainerDep, CurrentPrincipal
+
+router = APIRouter(prefix="/v1")
+MAX_PAGE = 1000
+
+
+@router.get("/audit/checkpoint", response_class=PlainTextResponse)
+def checkpoint(c: ContainerDep) -> str:
+    """The newest signed tree head (C2SP checkpoint). Public: it reveals only hashes."""
+    return c.audit.latest()
+
+
+@router.get("/audit/key", response_class=PlainTextResponse)
+def verifier_key(c: ContainerDep) -> str:
+    """The checkpoint verifier key (signed-note vkey format)."""
+    return c.audit.vkey + "\n"
+
+
+@router.get("/audit/proof/inclusion")
+def inclusion(c: ContainerDep, index: Annotated[int, Query(ge=0)],
+              size: Annotated[int, Query(ge=1)]) -> dict[str, Any]:
+    return c.audit.inclusion(index, size)
+
+
+@router.get("/audit/proof/consistency")
+def consistency(c: ContainerDep, first: Annotated[int, Query(alias="from", ge=0)],
+                second: Annotated[int, Query(alias="to", ge=1)]) -> dict[str, Any]:
+    return c.audit.consistency(first, second)
+
+
+@router.get("/audit/entries")
+def entries(who: CurrentPrincipal, c: ContainerDep, start: Annotated[int, Query(ge=0)] = 0,
+            end: Annotated[int | None, Query(ge=1)] = None) -> list[dict[str, Any]]:
+    del who
+    stop = start + MAX_PAGE if end is None else min(end, start + MAX_PAGE)
+    return list(c.audit.entries(start, stop))
+
+
+@router.get("/audit/verify")
+def verify(who: CurrentPrincipal, c: ContainerDep) -> dict[str, Any]:
+    del who
+    report = c.audit.verify()
+    return {"ok": report.ok, "size": report.size, "root": report.root_hex,
+            "anchored_size": report.anchored_size, "notes": report.notes,
+            "problems": [{"index": p.index, "kind": p.kind, "detail": p.detail}
+                         for p in report.problems]}
+
+
+@router.get("/incidents/{incident}/evidence")
+def evidence(incident: str, who: CurrentPrincipal, c: ContainerDep) -> Response:
+    """A zip an auditor verifies offline with `breakglass audit verify --evidence`."""
+    del who
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "evidence.zip"
+        c.audit.evidence(incident, out)
+        data = out.read_bytes()
+    return Response(data, media_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="evidence-{incident}.zip"'})

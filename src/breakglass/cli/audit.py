@@ -1,0 +1,116 @@
+"""``breakglass audit verify|export`` and ``breakglass evidence``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from breakglass.audit import VerifyReport, parse_vkey, read_jsonl, verify_evidence_zip, verify_log
+from breakglass.cli import render
+from breakglass.cli.client import ApiClient
+
+audit_app = typer.Typer(no_args_is_help=True, help="Verify and export the audit log.")
+
+
+def _vkey(key: str | None) -> str | None:
+    if key is None:
+        return None
+    path = Path(key)
+    return path.read_text().strip() if path.exists() else key.strip()
+
+
+def _report(report: VerifyReport, as_json: bool) -> None:
+    if as_json:
+        render.emit_json({"ok": report.ok, "size": report.size, "root": report.root_hex,
+                          "anchored_size": report.anchored_size, "notes": report.notes,
+                          "problems": [{"index": p.index, "kind": p.kind, "detail": p.detail}
+                                       for p in report.problems]})
+    else:
+        for problem in report.problems:
+            render.out.print(f"FAIL {problem}")
+        for note in report.notes:
+            render.out.print(f"note: {note}")
+        verdict = "verified" if report.ok else "NOT verified"
+        render.out.print(f"{verdict}: {report.size} events, root {report.root_hex}, "
+                         f"{report.checkpoints_verified} signed checkpoint(s), anchored up to "
+                         f"{report.anchored_size}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("verify")
+def verify(
+    evidence: Annotated[Path | None, typer.Option("--evidence", help="An evidence zip.")] = None,
+    export: Annotated[Path | None, typer.Option("--export", help="An export directory.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Trusted verifier key (or file).")]
+    = None,
+    catalog: Annotated[Path | None, typer.Option("--catalog")] = None,
+    db: Annotated[str | None, typer.Option("--db", envvar="BREAKGLASS_DB")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Verify offline: an evidence zip, an export directory, or the broker's own database."""
+    if evidence is not None:
+        _report(verify_evidence_zip(evidence, _vkey(key)), as_json)
+        return
+    if export is not None:
+        _report(verify_export(export, _vkey(key)), as_json)
+        return
+    if catalog is None:
+        raise typer.BadParameter("give --evidence, --export, or --catalog (with --db)")
+    from breakglass.bootstrap import build_audit
+    from breakglass.catalog.loader import load_catalog
+    from breakglass.service.ports import SystemClock
+    from breakglass.settings import Settings
+    from breakglass.storage.uow import make_engine
+
+    settings = Settings.from_env(catalog, db_url=db, dev=True)
+    loaded = load_catalog(catalog, require_env=False)
+    engine = make_engine(settings.db_url)
+    audit = build_audit(settings, engine, loaded.catalog.organization, SystemClock())
+    _report(audit.verify(), as_json)
+
+
+def verify_export(directory: Path, vkey: str | None) -> VerifyReport:
+    name, public_key = parse_vkey(vkey or (directory / "key.pub").read_text().strip())
+    checkpoints = [p.read_text() for p in sorted((directory / "checkpoints").glob("*.txt"))]
+    with (directory / "events.jsonl").open("rb") as fh:
+        return verify_log(read_jsonl(fh), checkpoints, public_key, name, name)
+
+
+@audit_app.command("export")
+def export(
+    out: Annotated[Path, typer.Option("--out")],
+    catalog: Annotated[Path, typer.Option("--catalog")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or ocsf")] = "jsonl",
+    db: Annotated[str | None, typer.Option("--db", envvar="BREAKGLASS_DB")] = None,
+) -> None:
+    """Export every event with the checkpoints and the verifier key."""
+    if fmt not in ("jsonl", "ocsf"):
+        raise typer.BadParameter("--format must be jsonl or ocsf")
+    from breakglass.bootstrap import build_audit
+    from breakglass.catalog.loader import load_catalog
+    from breakglass.service.ports import SystemClock
+    from breakglass.settings import Settings
+    from breakglass.storage.uow import make_engine
+
+    settings = Settings.from_env(catalog, db_url=db, dev=True)
+    loaded = load_catalog(catalog, require_env=False)
+    audit = build_audit(settings, make_engine(settings.db_url), loaded.catalog.organization,
+                        SystemClock())
+    path = audit.export(out, fmt)
+    render.out.print(f"exported to {path}")
+
+
+def evidence(
+    incident: str,
+    out: Annotated[Path, typer.Option("--out", help="FILE.zip")],
+    server: Annotated[str | None, typer.Option("--server", envvar="BREAKGLASS_SERVER")] = None,
+) -> None:
+    """Download an incident's evidence package (verifiable offline)."""
+    data = ApiClient(server).raw("GET", f"/v1/incidents/{incident}/evidence")
+    out.write_bytes(data)
+    sys.stdout.write(f"{out}: {len(data)} bytes; verify with "
+                     f"`breakglass audit verify --evidence {out} --key KEY`\n")
