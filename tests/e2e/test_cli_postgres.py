@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
+import zipfile
 
 import httpx
 import psycopg
 import pytest
 
-from tests.e2e.conftest import Cli
+from tests.e2e.conftest import BIN, Cli
 
 
 def managed_roles(dsn: str) -> set[str]:
@@ -180,3 +183,34 @@ def test_no_token_is_refused_with_401_problem_json(broker_server):
     assert response.status_code == 401
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["rule"] == "identity.token_missing"
+
+
+def test_evidence_zip_verifies_offline_and_a_modified_zip_fails(cli, broker_server, tmp_path):
+    data = request(cli, "uma", "embeddings-read", "--incident", "SEV-2008", "--reason",
+                   "recovery")
+    assert isinstance(data["audit_index"], int)
+    cli.run("uma", "revoke", data["id"])
+    out = tmp_path / "evidence.zip"
+    got = cli.run("vera", "evidence", "SEV-2008", "--out", str(out))
+    assert got.returncode == 0, got.stderr
+    vkey = httpx.get(broker_server + "/v1/audit/key").text.strip()
+    checkpoint = httpx.get(broker_server + "/v1/audit/checkpoint").text
+    assert checkpoint.startswith("breakglass/test-org\n")
+    # the auditor's machine: only the zip, the published key and breakglass itself
+    clean_env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    verify = subprocess.run([str(BIN), "audit", "verify", "--evidence", str(out), "--key", vkey,
+                             "--json"], capture_output=True, text=True, env=clean_env,
+                            check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert json.loads(verify.stdout)["ok"] is True
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(out) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for item in src.infolist():
+            body = src.read(item.filename)
+            if item.filename == "incident.jsonl":
+                body = body.replace(b'"uma"', b'"eve"', 1)
+            dst.writestr(item, body)
+    bad = subprocess.run([str(BIN), "audit", "verify", "--evidence", str(tampered), "--key",
+                          vkey], capture_output=True, text=True, env=clean_env, check=False)
+    assert bad.returncode == 1
+    assert "FAIL" in bad.stdout
