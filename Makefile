@@ -36,7 +36,7 @@ unit: install
 bench: install
 	$(SERVICES) start
 	@set -a; eval "$$($(SERVICES) env)"; set +a; \
-	$(BIN)/python bench/activation.py && $(BIN)/python bench/audit.py
+	$(BIN)/python bench/activation.py && $(BIN)/python bench/audit.py && $(BIN)/python bench/audit_merkle.py
 
 services-start:
 	$(SERVICES) start

@@ -61,6 +61,7 @@ class GrantOut(BaseModel):
     issued_at: datetime
     expires_at: datetime
     revoked_at: datetime | None
+    last_error: str | None = None
 
 
 class RequestOut(BaseModel):
@@ -104,7 +105,8 @@ class RequestOut(BaseModel):
             audit_index=view.audit_index,
             grants=[GrantOut(id=g.id, role=g.role, target=g.target, target_ref=g.target_ref,
                              state=g.state.value, issued_at=g.issued_at,
-                             expires_at=g.expires_at, revoked_at=g.revoked_at)
+                             expires_at=g.expires_at, revoked_at=g.revoked_at,
+                             last_error=g.last_error)
                     for g in view.grants],
         )
 

@@ -254,3 +254,4 @@ class Grant:
     state: GrantState = GrantState.ACTIVE
     revoked_at: datetime | None = None
     artefacts: tuple[str, ...] = ()
+    last_error: str | None = None  # why the last revocation attempt failed, while pending

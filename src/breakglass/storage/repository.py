@@ -309,6 +309,7 @@ class GrantRepository:
                 state=GrantState(r.state),
                 revoked_at=r.revoked_at,
                 artefacts=tuple(r.artefacts),
+                last_error=r.last_error,
             )
             for r in rows
         ]

@@ -13,7 +13,6 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.pool import NullPool
 
 from breakglass.storage.events import Event, EventLog, iter_events, observers_for
 from breakglass.storage.repository import GrantRepository, RequestRepository
@@ -23,7 +22,8 @@ def make_engine(url: str) -> Engine:
     """An engine with the pragmas and isolation breakglass relies on."""
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, poolclass=NullPool
+            url, connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=8, max_overflow=16,
         )
 
         @event.listens_for(engine, "connect")
@@ -42,7 +42,9 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # no pre-ping: it costs a round trip per transaction; a dropped connection fails the
+    # transaction it was used in and the pool replaces it
+    return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
 
 
 class UnitOfWork:
