@@ -103,7 +103,7 @@ def run_demo(port: int) -> None:
             target = "a private PostgreSQL cluster (feature store with features.* tables)"
         else:
             target = "no PostgreSQL binaries found: set FEATURE_STORE_DSN to a real server"
-        Console(highlight=False).print(f"""[bold]breakglass demo[/] on {server}
+        Console(highlight=False, soft_wrap=True).print(f"""[bold]breakglass demo[/] on {server}
   database: SQLite in {workdir}
   target:   {target}
   identity: dev issuer for the catalog's directory (alice, bob: platform on-call; carol,

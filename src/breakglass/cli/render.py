@@ -50,7 +50,13 @@ def request_summary(r: dict[str, Any]) -> None:
 
 
 def request_table(rows: list[dict[str, Any]]) -> None:
-    table = Table("id", "state", "zone", "roles", "incident", "requester", "expires in")
+    table = Table()
+    table.add_column("id", no_wrap=True, width=15)
+    for name in ("state", "zone"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("roles", overflow="fold")
+    for name in ("incident", "requester", "expires in"):
+        table.add_column(name, overflow="fold")
     for r in rows:
         table.add_row(r["id"], r["state"], r["zone"], ", ".join(r["roles"]), r["incident"],
                       r["requester"], remaining(r.get("expires_at"))
