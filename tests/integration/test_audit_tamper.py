@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from sqlalchemy import Engine, delete, select, text, update
 from breakglass.audit.canonical import event_leaf_hash
 from breakglass.audit.merkle import TreeState
 from breakglass.bootstrap import build_audit
+from breakglass.cli.audit import verify_export
 from breakglass.domain.errors import AuditError
 from breakglass.service.auditlog import AuditLog
 from breakglass.service.broker import Broker
@@ -179,3 +181,33 @@ def test_a_checkpoint_is_never_signed_for_a_shrunken_tree(engine, tmp_path, load
                           reason="recovery")
     with pytest.raises(AuditError, match="refusing to sign"):
         audit.checkpoint()
+
+
+def test_export_verifies_offline_and_ocsf_is_pinned(engine, tmp_path, loaded, clock, people):
+    broker, audit = build(engine, tmp_path, loaded, clock)
+    view = broker.request_access(people["uma"], ["embeddings-read"], incident="SEV-3000",
+                                 reason="recovery")
+    secret = broker.credentials(people["uma"], view.request.id)[0]["token"]
+    broker.revoke(people["uma"], view.request.id)
+    audit.checkpoint()
+    out = tmp_path / "export"
+    audit.export(out, "jsonl")
+    report = verify_export(out, audit.vkey)
+    assert report.ok, report.problems
+    assert report.size == audit.head()[0]
+    audit.export(out, "ocsf")
+    lines = [json.loads(x) for x in (out / "events.ocsf.jsonl").read_text().splitlines()]
+    assert {x["metadata"]["version"] for x in lines} == {"1.3.0"}
+    classes = {x["activity_name"]: x["class_uid"] for x in lines}
+    assert classes["request:created"] == 6003
+    assert classes["grant:credential:issued"] == 3005
+    everything = (out / "events.jsonl").read_text() + (out / "events.ocsf.jsonl").read_text()
+    assert secret not in everything
+    # a modified export fails offline, at the modified row
+    rows = (out / "events.jsonl").read_text().splitlines()
+    assert '"actor": "uma"' in rows[1]
+    rows[1] = rows[1].replace('"actor": "uma"', '"actor": "eve"')
+    (out / "events.jsonl").write_text("\n".join(rows) + "\n")
+    bad = verify_export(out, audit.vkey)
+    assert not bad.ok
+    assert bad.problems[0].index == 1

@@ -21,6 +21,13 @@ def checkpoint(c: ContainerDep) -> str:
     return c.audit.latest()
 
 
+@router.get("/audit/checkpoints")
+def all_checkpoints(c: ContainerDep) -> list[str]:
+    """Every anchored checkpoint, oldest first."""
+    c.audit.checkpoint()
+    return sorted(c.audit.checkpoints(), key=lambda text: int(text.splitlines()[1]))
+
+
 @router.get("/audit/key", response_class=PlainTextResponse)
 def verifier_key(c: ContainerDep) -> str:
     """The checkpoint verifier key (signed-note vkey format)."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -50,8 +51,13 @@ def verify(
     catalog: Annotated[Path | None, typer.Option("--catalog")] = None,
     db: Annotated[str | None, typer.Option("--db", envvar="BREAKGLASS_DB")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    server: Annotated[str | None, typer.Option("--server", envvar="BREAKGLASS_SERVER")] = None,
 ) -> None:
-    """Verify offline: an evidence zip, an export directory, or the broker's own database."""
+    """Re-derive the log's root and check every signed checkpoint.
+
+    Online against the server (default), or offline: an evidence zip
+    (--evidence), an export directory (--export), or the broker's own database
+    (--catalog, --db)."""
     if evidence is not None:
         _report(verify_evidence_zip(evidence, _vkey(key)), as_json)
         return
@@ -59,7 +65,8 @@ def verify(
         _report(verify_export(export, _vkey(key)), as_json)
         return
     if catalog is None:
-        raise typer.BadParameter("give --evidence, --export, or --catalog (with --db)")
+        _report(verify_online(ApiClient(server), _vkey(key)), as_json)
+        return
     from breakglass.bootstrap import build_audit
     from breakglass.catalog.loader import load_catalog
     from breakglass.service.ports import SystemClock
@@ -71,6 +78,23 @@ def verify(
     engine = make_engine(settings.db_url)
     audit = build_audit(settings, engine, loaded.catalog.organization, SystemClock())
     _report(audit.verify(), as_json)
+
+
+def verify_online(client: ApiClient, vkey: str | None) -> VerifyReport:
+    """Fetch every entry and checkpoint from the server, then verify here."""
+    name, public_key = parse_vkey(vkey or client.raw("GET", "/v1/audit/key").decode().strip())
+    checkpoints = client.call("GET", "/v1/audit/checkpoints")
+
+    def pages() -> Iterator[dict[str, Any]]:
+        start = 0
+        while True:
+            page = client.call("GET", "/v1/audit/entries", params={"start": start})
+            if not page:
+                return
+            yield from page
+            start = page[-1]["index"] + 1
+
+    return verify_log(pages(), checkpoints, public_key, name, name)
 
 
 def verify_export(directory: Path, vkey: str | None) -> VerifyReport:

@@ -223,24 +223,41 @@ class AuditLog:
                 "summary": str(summary)}
 
 
-_OCSF_ACTIVITY = {"created": 1, "added": 2, "activated": 3, "issued": 3, "revoked": 4,
-                  "expired": 4, "refused": 5}
+OCSF_VERSION = "1.3.0"
+
+
+def _ocsf_class(action: str, outcome: str) -> tuple[int, int, str]:
+    """(class_uid, category_uid, class_name) of an event, per the OCSF 1.3 schema."""
+    if action.startswith(("drift:", "audit:")) or action == "grant:revocation:failed":
+        return 2004, 2, "Detection Finding"
+    if action.startswith("identity:"):
+        return 3002, 3, "Authentication"
+    if action.startswith("grant:"):
+        return 3005, 3, "User Access Management"
+    return 6003, 6, "API Activity"
 
 
 def to_ocsf(entry: dict[str, Any]) -> dict[str, Any]:
-    """An OCSF 1.x Authorization/Account Change-style record of one event."""
+    """One event as an OCSF record (version pinned in ``metadata.version``)."""
+    class_uid, category_uid, class_name = _ocsf_class(entry["action"], entry["outcome"])
     verb = entry["action"].rsplit(":", 1)[-1]
+    activity = {"created": 1, "added": 1, "issued": 1, "activated": 1, "auto": 1,
+                "revoked": 2, "expired": 2, "ended": 2, "denied": 2, "cancelled": 2}
     return {
-        "class_uid": 3003,  # Authorize Session
-        "category_uid": 3,  # Identity & Access Management
-        "activity_id": _OCSF_ACTIVITY.get(verb, 99),
+        "class_uid": class_uid,
+        "class_name": class_name,
+        "category_uid": category_uid,
+        "activity_id": activity.get(verb, 99),
         "activity_name": entry["action"],
+        "type_uid": class_uid * 100 + activity.get(verb, 99),
         "time": entry["ts"],
+        "severity_id": 1 if entry["outcome"] == "ok" else 4,
+        "status_id": 1 if entry["outcome"] == "ok" else 2,
         "status": "Success" if entry["outcome"] == "ok" else "Failure",
         "status_detail": entry.get("reason"),
         "actor": {"user": {"name": entry["actor"]}},
-        "metadata": {"product": {"name": "breakglass"}, "version": "1.1.0",
-                     "uid": str(entry["index"]), "log_name": "audit",
+        "metadata": {"product": {"name": "breakglass", "vendor_name": "breakglass"},
+                     "version": OCSF_VERSION, "uid": str(entry["index"]), "log_name": "audit",
                      "correlation_uid": entry.get("incident")},
         "unmapped": {k: entry[k] for k in ("request_id", "grant_id", "zone", "rule",
                                            "payload", "leaf_hash")},
