@@ -72,20 +72,8 @@ class ApiClient:
             self._token = _stored_access_token()
         self._http = httpx.Client(base_url=self.server, timeout=30)
 
-    def raw(self, method: str, path: str) -> bytes:
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        try:
-            response = self._http.request(method, path, headers=headers)
-        except httpx.HTTPError as exc:
-            raise errors.BreakglassError(
-                f"cannot reach the broker at {self.server}: {type(exc).__name__}"
-            ) from exc
-        if response.status_code >= 400:
-            raise _problem(response)
-        return response.content
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
-             params: dict[str, Any] | None = None) -> Any:
+    def _send(self, method: str, path: str, body: dict[str, Any] | None = None,
+              params: dict[str, Any] | None = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         try:
             response = self._http.request(method, path, json=body, params=params,
@@ -96,7 +84,14 @@ class ApiClient:
             ) from exc
         if response.status_code >= 400:
             raise _problem(response)
-        return response.json()
+        return response
+
+    def raw(self, method: str, path: str) -> bytes:
+        return self._send(method, path).content
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
+             params: dict[str, Any] | None = None) -> Any:
+        return self._send(method, path, body, params).json()
 
 
 def _problem(response: httpx.Response) -> errors.BreakglassError:
