@@ -18,7 +18,12 @@ from typing import Any, NoReturn
 from breakglass.connectors import Connector, GrantSpec, StandingPrivilege
 from breakglass.connectors.ssh import public_key_fingerprint
 from breakglass.domain import policy as rules
-from breakglass.domain.errors import InvalidInput, NotFound, PolicyRefused, TargetError
+from breakglass.domain.errors import (
+    BreakglassError,
+    InvalidInput,
+    NotFound,
+    PolicyRefused,
+)
 from breakglass.domain.events import EventTag
 from breakglass.domain.model import (
     AccessRequest,
@@ -339,7 +344,7 @@ class Broker:
                               target_ref=cred.target_ref, issued_at=now,
                               expires_at=req.expires_at, artefacts=cred.artefacts)
                 issued.append((grant, self._box.seal(json.dumps(dict(cred.secret)).encode())))
-        except TargetError as exc:
+        except BreakglassError as exc:  # a target or input failure: roll back what was minted
             for grant, _ in issued:
                 self.revoker.try_revoke(grant)
             with self._uow() as uow:
