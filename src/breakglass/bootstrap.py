@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import boto3
 import httpx
 import structlog
 from sqlalchemy import Engine
@@ -158,6 +157,8 @@ def build_audit(settings: Settings, engine: Engine, organization: str,
     anchors: list[Anchor] = [
         LocalDirectoryAnchor(settings.anchor_dir or settings.state_dir / "checkpoints")]
     if settings.anchor_s3_bucket:
+        import boto3  # noqa: PLC0415 - heavy, and only S3 anchoring needs it
+
         client = boto3.client("s3", endpoint_url=settings.anchor_s3_endpoint)
         anchors.append(S3ObjectLockAnchor(settings.anchor_s3_bucket, settings.anchor_s3_prefix,
                                           client, retention_days=settings.anchor_retention_days))
