@@ -112,6 +112,7 @@ def _drive(proc: subprocess.Popen[str], check: Callable[[], None], *, last: bool
     return "finished" if proc.returncode == 0 else f"failed: {err[-2000:]}"
 
 
+@pytest.mark.timeout(1200)
 def test_kill_9_at_every_step_leaves_no_orphan(targets, pg_engine, tmp_path):
     dsn, redis_url = targets
     db_url = pg_engine.url.render_as_string(hide_password=False)
