@@ -144,8 +144,14 @@ def test_reviews_through_the_cli(server, vera):
                "--json")
     assert done.returncode == 0, done.stderr
     task = json.loads(done.stdout)["tasks"][0]["id"]
+    added = cli(url, wim, "review", "add-task", overdue["id"], "--owner", "wim", "--title",
+                "retry failed revocations faster", "--json")
+    assert added.returncode == 0, added.stderr
+    extra = json.loads(added.stdout)["id"]
     closed = cli(url, wim, "review", "close-task", task, "--note", "paging rule added",
                  "--json")
+    assert json.loads(closed.stdout)["state"] == "tasks_open"
+    closed = cli(url, wim, "review", "close-task", extra, "--json")
     assert json.loads(closed.stdout)["state"] == "closed"
     rollup = json.loads(cli(url, wim, "review", "rollup", "SEV-1002", "--json").stdout)
     assert (rollup["reviews"], rollup["closed"], rollup["complete"]) == (1, 1, True)

@@ -333,3 +333,21 @@ def test_a_public_key_needs_a_role_that_signs_keys(broker, people, engine):
                               reason="recovery", public_key=REQUESTER_KEY)
     assert err.value.rule == "request.public_key_unused"
     assert counts(engine) == before
+
+
+class FixedExpiryConnector(MemoryConnector):
+    extends_natively = False
+
+
+def test_an_extension_is_refused_where_the_credential_cannot_move(engine, loaded, clock, people):
+    target = FixedExpiryConnector("embeddings-db")
+    broker = Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine),
+                    connectors={"embeddings-db": target}, clock=clock,
+                    secrets_box=SecretBox(SecretBox.new_key()))
+    view = broker.request_access(people["uma"], ["embeddings-read"], incident="SEV-1234",
+                                 reason="recovery", ttl=timedelta(minutes=5))
+    with pytest.raises(PolicyRefused) as err:
+        broker.extensions.request_extension(people["uma"], view.request.id,
+                                            timedelta(minutes=5), "still broken")
+    assert err.value.rule == "extension.target_fixed_expiry"
+    assert broker.view(view.request.id).request.expires_at == view.request.expires_at

@@ -209,3 +209,30 @@ def test_without_sinks_nothing_is_queued(sqlite):
         assert rid.startswith("r-")
     finally:
         ops.close()
+
+
+def test_an_extension_needing_approvals_asks_the_approvers_and_follows_up(h):
+    rid = h.broker.request_access(h.who("uma"), ["embeddings-repair"], incident="SEV-2011",
+                                  reason="data_integrity").request.id
+    h.broker.approve(h.who("vera"), rid)
+    h.broker.approve(h.who("wim"), rid)
+    h.clock.advance(minutes=5)
+    ext = h.broker.extensions.request_extension(h.who("uma"), rid, timedelta(minutes=5),
+                                                "still repairing")
+    ext_id = ext.extension.id
+    h.broker.extensions.approve(h.who("vera"), rid, ext_id)
+    h.deliver()
+    [asked] = h.sent("extension.requested")
+    assert body(asked)["recipients"] == ["vera", "wim"]
+    assert body(asked)["extension_id"] == ext_id
+    assert f"--extension {ext_id}" in body(asked)["summary"]
+    [approved] = h.sent("extension.approval_added")
+    assert body(approved)["recipients"] == ["wim"]
+
+
+def test_a_self_approved_extension_asks_nobody(h):
+    rid = h.broker.request_access(h.who("uma"), ["embeddings-read"], incident="SEV-2012",
+                                  reason="recovery").request.id
+    h.broker.extensions.request_extension(h.who("uma"), rid, timedelta(minutes=5), "more")
+    assert h.outbox(topic="extension.requested") == []
+    assert h.outbox(topic="extension.applied") == []

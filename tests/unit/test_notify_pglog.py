@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from breakglass.notify.pglog import classify, complete_prefix, findings, records, redact
+from breakglass.notify.pglog import (
+    StatementLogWatcher,
+    classify,
+    complete_prefix,
+    findings,
+    records,
+    redact,
+)
 from breakglass.storage import tables as t
 from breakglass.storage import tables_notify as tn
 from breakglass.storage.migrate import upgrade
@@ -128,3 +135,32 @@ def test_the_watcher_reads_each_statement_once_across_restarts(h):
     assert alert["grant_id"] is None  # no grant owns this role: drift, alerted all the same
     assert alert["details"]["db_user"] == "bg_unknown"
     assert alert["details"]["statement"] == "ALTER ROLE a LOGIN"
+
+
+class Unreachable:
+    target = "embeddings-db"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.closed = 0
+
+    def files(self) -> list[tuple[str, int]]:
+        self.calls += 1
+        raise OSError("could not open directory \"log\": No such file or directory")
+
+    def read(self, name: str, offset: int, length: int) -> bytes:
+        raise AssertionError("never reached")
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_an_unreadable_log_pauses_detection_instead_of_failing(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'broker.db'}")
+    upgrade(engine)
+    source = Unreachable()
+    watcher = StatementLogWatcher(engine, [source], FakeClock())
+    assert watcher.poll() == 0
+    assert watcher.poll() == 0  # resting: not asked again until the retry time
+    assert (source.calls, source.closed) == (1, 1)
+    engine.dispose()

@@ -9,6 +9,7 @@ import pytest
 
 from breakglass.catalog.loader import LoadedCatalog, load_catalog, parse_catalog
 from breakglass.connectors.base import Connector
+from breakglass.connectors.postgres_override import Privilege
 from breakglass.domain import policy as rules
 from breakglass.domain.errors import CatalogError
 from breakglass.domain.model import Principal, PrincipalKind, Zone
@@ -181,3 +182,12 @@ def test_identity_attributes_are_refused_whatever_the_connector(grant):
 def test_plain_privileges_are_a_valid_override():
     assert Connector.validate_override({"privileges": ["SELECT", "INSERT"],
                                         "tables": ["app.users"]}) == []
+
+
+def test_recorded_privileges_read_back_only_as_known_words():
+    good = Privilege("svc", "vectors", "items", "INSERT")
+    assert Privilege.decode(good.encode()) == good
+    assert str(good) == "INSERT ON vectors.items"
+    forged = good.encode().replace('"INSERT"', '"INSERT ON x TO y; DROP ROLE z; --"')
+    assert Privilege.decode(forged) is None
+    assert Privilege.decode("not json") is None

@@ -211,6 +211,7 @@ class AwsStsConnector(Connector):
     """Grants are STS sessions on one emergency IAM role. See the module docstring."""
 
     type: ClassVar[str] = "aws"
+    extends_natively: ClassVar[bool] = False
     lists_managed: ClassVar[bool] = False
 
     @classmethod

@@ -122,6 +122,10 @@ class Connector(abc.ABC):
     """Base class for target connectors. See the module docstring."""
 
     type: ClassVar[str]
+    extends_natively: ClassVar[bool] = True
+    """False where a credential's own expiry cannot move (SSH certificates, STS
+    sessions): extensions of such grants are refused rather than recorded and
+    silently cut short by the target."""
     lists_managed: ClassVar[bool] = True
     """False for targets that cannot enumerate what the broker made (certificates,
     STS sessions); drift reconciliation skips them and relies on native expiry."""

@@ -38,6 +38,11 @@ from breakglass.domain.errors import TargetError
 OVERRIDE_COMMENT = "breakglass override "
 """Prefix of a marker role's comment; JSON follows."""
 
+KNOWN_PRIVILEGES = frozenset(
+    {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "USAGE"}
+)
+"""The only words a recorded privilege may be: records are read back into SQL."""
+
 @dataclass(frozen=True, slots=True, order=True)
 class Privilege:
     """One privilege of one account on one table (or ``USAGE`` on a schema)."""
@@ -58,10 +63,11 @@ class Privilege:
     def decode(cls, text: str) -> Privilege | None:
         try:
             data = json.loads(text)
-            return cls(str(data["account"]), str(data["schema"]), str(data["table"]),
-                       str(data["privilege"]))
+            found = cls(str(data["account"]), str(data["schema"]), str(data["table"]),
+                        str(data["privilege"]))
         except (ValueError, KeyError, TypeError):
             return None
+        return found if found.privilege in KNOWN_PRIVILEGES else None
 
     def __str__(self) -> str:
         if not self.table:

@@ -85,6 +85,7 @@ class SshCertificateConnector(Connector):
     """Short-lived OpenSSH user certificates signed by a user CA. See the module docstring."""
 
     type: ClassVar[str] = "ssh"
+    extends_natively: ClassVar[bool] = False
     lists_managed: ClassVar[bool] = False
     accepts_public_key: ClassVar[bool] = True
 

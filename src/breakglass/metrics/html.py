@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,16 +35,18 @@ def moment(value: str) -> str:
     return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+_drawing = threading.Lock()
 _env.filters["secs"] = human_seconds
 _env.filters["pct"] = percent
 _env.filters["moment"] = moment
 
 
 def render_html(report: dict[str, Any]) -> str:
-    figures = {
-        "activation": charts.activation_chart(report["activation"]["series"]),
-        "violations": charts.violations_chart(report["policy_violations"]["by_rule"]),
-        "ttl": charts.ttl_chart(report["ttl_compliance"]["by_zone"]),
-        "reviews": charts.review_chart(report["review_closure"]["items"]),
-    }
+    with _drawing:  # matplotlib's rc settings are process-wide: one drawing at a time
+        figures = {
+            "activation": charts.activation_chart(report["activation"]["series"]),
+            "violations": charts.violations_chart(report["policy_violations"]["by_rule"]),
+            "ttl": charts.ttl_chart(report["ttl_compliance"]["by_zone"]),
+            "reviews": charts.review_chart(report["review_closure"]["items"]),
+        }
     return _env.get_template("report.html").render(r=report, charts=figures)

@@ -115,9 +115,11 @@ class BrokerMetrics:
         return None
 
     def _activated(self, conn: Connection, e: Event) -> Callable[[], None]:
-        zone, env = self._where(conn, e)
-        created = conn.execute(select(t.requests.c.created_at).where(
-            t.requests.c.id == e.request_id)).scalar()
+        r = t.requests.c
+        row = conn.execute(select(r.zone, r.environment, r.created_at).where(
+            r.id == e.request_id)).first()
+        zone, env = (str(row.zone), str(row.environment)) if row is not None else (NONE, NONE)
+        created = row.created_at if row is not None else None
         started = conn.execute(select(t.events.c.ts).where(
             t.events.c.request_id == e.request_id,
             t.events.c.action == EventTag.REQUEST_ACTIVATING.value,

@@ -14,7 +14,7 @@ from breakglass.catalog.schema import Catalog
 from breakglass.domain.durations import format_duration
 from breakglass.domain.events import EventTag
 from breakglass.domain.model import AccessRequest, Policy
-from breakglass.notify.outbox import Message
+from breakglass.notify.outbox import Message, seen
 from breakglass.notify.people import eligible_approvers
 from breakglass.storage.events import Appended
 from breakglass.storage.repository import RequestRepository
@@ -26,7 +26,14 @@ _CLOSING = {
     EventTag.REQUEST_ACTIVATION_FAILED: "request.failed",
     EventTag.REQUEST_ENDED: "request.ended",
 }
-WATCHED = frozenset({EventTag.REQUEST_CREATED, EventTag.APPROVAL_ADDED, *_CLOSING})
+_EXTENSION = {
+    EventTag.EXTENSION_APPROVAL_ADDED: "extension.approval_added",
+    EventTag.EXTENSION_DENIED: "extension.denied",
+    EventTag.EXTENSION_APPLIED: "extension.applied",
+    EventTag.EXTENSION_LAPSED: "extension.lapsed",
+}
+WATCHED = frozenset({EventTag.REQUEST_CREATED, EventTag.APPROVAL_ADDED, *_CLOSING,
+                     EventTag.EXTENSION_REQUESTED, *_EXTENSION})
 
 
 def request_data(req: AccessRequest) -> dict[str, Any]:
@@ -50,6 +57,8 @@ def approver_notices(a: Appended, policy: Policy, catalog: Catalog) -> list[Mess
     if event.action not in WATCHED or event.request_id is None:
         return []
     req = RequestRepository(a.connection, locking=False).get(event.request_id)
+    if event.action == EventTag.EXTENSION_REQUESTED or event.action in _EXTENSION:
+        return extension_notices(a, req, policy, catalog)
     required = policy.zones[req.zone].approvals
     if req.runbook is not None or required == 0:
         return []  # nobody was asked, so nobody needs a follow-up
@@ -81,6 +90,39 @@ def approver_notices(a: Appended, policy: Policy, catalog: Catalog) -> list[Mess
     summary = f"{req.id} ({roles}, {req.incident}) {verb}{why}"
     return [_notice(topic, event.index, summary, {**data, "acted_by": event.actor},
                     others, req)]
+
+
+def extension_notices(a: Appended, req: AccessRequest, policy: Policy,
+                      catalog: Catalog) -> list[Message]:
+    """An extension that needs approvals is asked for like a request, and followed up."""
+    event = a.event
+    ext = str(event.payload.get("extension", ""))
+    asked_key = f"extension.requested:{ext}"
+    if event.action == EventTag.EXTENSION_REQUESTED:
+        required = int(event.payload.get("required") or 0)
+        if required == 0:
+            return []
+        eligible = eligible_approvers(policy, catalog, req, event.ts)
+        summary = (f"{event.actor} asks to extend {req.id} ({', '.join(req.roles)}, zone "
+                   f"{req.zone.value}, {req.incident}) to {event.payload.get('expires_after')}: "
+                   f"{required} approval(s) needed. breakglass approve {req.id} "
+                   f"--extension {ext}")
+        return [Message(kind="notification", topic="extension.requested", dedupe_key=asked_key,
+                        summary=summary, data={**request_data(req), "extension_id": ext,
+                                               "approvals_required": required,
+                                               "recipients": eligible},
+                        request_id=req.id, incident=req.incident, event_idx=event.index)]
+    if not seen(a.connection, asked_key):
+        return []  # nobody was asked
+    topic = _EXTENSION[EventTag(event.action)]
+    others = [n for n in eligible_approvers(policy, catalog, req, event.ts) if n != event.actor]
+    verb = {"extension.approval_added": f"approved by {event.actor}",
+            "extension.denied": f"denied by {event.actor}",
+            "extension.applied": "applied: access now ends at the new expiry",
+            "extension.lapsed": "lapsed"}[topic]
+    summary = f"extension {ext} of {req.id} ({req.incident}) {verb}"
+    return [_notice(topic, event.index, summary, {**request_data(req), "extension_id": ext,
+                                                   "acted_by": event.actor}, others, req)]
 
 
 def _notice(topic: str, index: int, summary: str, data: dict[str, Any], recipients: list[str],

@@ -34,7 +34,7 @@ class NotifyObserver:
 
     def __call__(self, a: Appended) -> None:
         messages = self._rules.evaluate(a)
-        if self._settings.notify_approvers:
+        if self._settings.notify_approvers and self._settings.sinks:
             messages = approver_notices(a, self._policy, self._catalog) + \
                 review_notice(a) + messages
         written = 0

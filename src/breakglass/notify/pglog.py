@@ -228,6 +228,7 @@ class StatementLogWatcher:
         self._interval = interval
         self._locking = engine.dialect.name == "postgresql"
         self._resting: dict[str, float] = {}
+        self._reported: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -259,14 +260,22 @@ class StatementLogWatcher:
             try:
                 total += self._poll_source(source)
             except (psycopg.Error, OSError) as exc:
-                log.warning("statement log unreadable; identity-change detection paused",
-                            target=source.target, error=str(exc).splitlines()[0][:200],
-                            retry_in=RETRY_AFTER)
-                self._resting[source.target] = time.monotonic() + RETRY_AFTER
-                source.close()
+                self._pause(source, (str(exc).splitlines() or [type(exc).__name__])[0][:200])
+                continue
             except SQLAlchemyError as exc:  # a race with another broker; next poll retries
                 log.info("statement log cursor busy", target=source.target, error=str(exc)[:200])
+                continue
+            if self._reported.pop(source.target, None) is not None:
+                log.info("statement log readable again", target=source.target)
         return total
+
+    def _pause(self, source: LogSource, error: str) -> None:
+        if self._reported.get(source.target) != error:  # once per distinct problem
+            log.warning("statement log unreadable; identity-change detection paused",
+                        target=source.target, error=error, retry_every=RETRY_AFTER)
+            self._reported[source.target] = error
+        self._resting[source.target] = time.monotonic() + RETRY_AFTER
+        source.close()
 
     def _poll_source(self, source: LogSource) -> int:
         total = 0

@@ -49,7 +49,7 @@ class DeliveryWorker:
         self._settings = settings
         self._clock = clock
         self._timeout = settings.delivery.timeout
-        self._transport = transport or Transport(self._timeout.total_seconds())
+        self._transport = transport
         self._poll = poll
         self._locking = engine.dialect.name == "postgresql"
         self._wake = threading.Event()
@@ -72,7 +72,14 @@ class DeliveryWorker:
         if self._thread is not None:
             self._thread.join(timeout=self._timeout.total_seconds() * 2 + 5)
             self._thread = None
-        self._transport.close()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def _sender(self) -> Transport:
+        if self._transport is None:  # made on first use: a broker that never sends holds none
+            self._transport = Transport(self._timeout.total_seconds())
+        return self._transport
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -104,7 +111,7 @@ class DeliveryWorker:
             error = f"sink {row.sink} is no longer configured"
         else:
             try:
-                self._transport.send(sink, row)
+                self._sender().send(sink, row)
             except DeliveryError as exc:
                 error = str(exc)
         now = self._clock.now()

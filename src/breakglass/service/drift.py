@@ -43,7 +43,22 @@ def sweep(uow: UnitOfWorkFactory, connectors: Mapping[str, Connector], clock: Cl
                 for request_id in u.requests.in_state(RequestState.ACTIVATING)
                 for ref in _planned(connector, request_id, u.requests.get(request_id).roles)
             }
-        for ref in sorted(on_target - owned - in_flight):
+            active = dict(u.grants.active_refs(name))
+        orphans = on_target - owned - in_flight
+        missing = {g for g, ref in active.items() if ref not in on_target}
+        if orphans or missing:
+            # Brokers keep working while the sweep looks: a grant revoked after the listing
+            # looks orphaned, one activated after it looks vanished. Look at both again.
+            try:
+                again = set(connector.list_managed())
+            except TargetError as exc:
+                report.errors.append(str(exc))
+                continue
+            orphans &= again
+            with uow() as u:
+                still = dict(u.grants.active_refs(name))
+            missing = {g for g in missing if g in still and still[g] not in again}
+        for ref in sorted(orphans):
             try:
                 connector.revoke(ref)
             except TargetError as exc:
@@ -55,13 +70,13 @@ def sweep(uow: UnitOfWorkFactory, connectors: Mapping[str, Connector], clock: Cl
                                 outcome="alert", reason=f"{ref} on {name} matched no active grant",
                                 payload={"target": name, "target_ref": ref, "alert": True})
         with uow() as u:
-            for grant_id, ref in u.grants.active_refs(name):
-                if ref not in on_target:
-                    report.missing.append(ref)
-                    u.events.append(ts=clock.now(), actor="broker", action=EventTag.DRIFT_MISSING,
-                                    outcome="alert", grant_id=grant_id,
-                                    reason=f"credential {ref} of {grant_id} is gone from {name}",
-                                    payload={"target": name, "target_ref": ref, "alert": True})
+            for grant_id in sorted(missing):
+                ref = active[grant_id]
+                report.missing.append(ref)
+                u.events.append(ts=clock.now(), actor="broker", action=EventTag.DRIFT_MISSING,
+                                outcome="alert", grant_id=grant_id,
+                                reason=f"credential {ref} of {grant_id} is gone from {name}",
+                                payload={"target": name, "target_ref": ref, "alert": True})
     return report
 
 

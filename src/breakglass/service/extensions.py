@@ -87,6 +87,14 @@ class Extender:
         with self._uow() as uow:
             req = uow.requests.get(request_id)
         self._check_incident(principal, req, EventTag.EXTENSION_REFUSED)
+        fixed = [r for r in req.roles
+                 if not self._connector(self._policy.roles[r].target).extends_natively]
+        if fixed:
+            self._refuse(principal, EventTag.EXTENSION_REFUSED, Denied(
+                "extension.target_fixed_expiry",
+                f"{', '.join(fixed)}: the credential's own expiry cannot move; "
+                "request new access instead"), req,
+                payload={"ttl_seconds": int(ttl.total_seconds())})
         now = self._clock.now()
         apply = False
         with self._uow() as uow:

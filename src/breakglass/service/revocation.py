@@ -98,24 +98,31 @@ class Revoker:
                 if error is None:
                     uow.grants.set_state(grant.id, done_state, now)
                     uow.grants.drop_secret(grant.id)
+                else:
+                    uow.grants.set_state(grant.id, GrantState.REVOCATION_PENDING, None, error)
+            attempts = 0
+            if errors:
+                attempts = uow.requests.release_failed(req.id, "; ".join(errors), now,
+                                                       retry_delay)
+            else:
+                uow.requests.release(req.id)
+                req.finish_ending()
+                uow.requests.save(req)
+            # Events last: the audit log's head stays locked from the first one to the commit,
+            # and every broker sharing the store waits for it.
+            for grant, error in outcomes:
+                if error is None:
                     record(uow, now, req, actor, tag, grant_id=grant.id, reason=req.end_reason,
                            payload={"target": grant.target, "target_ref": grant.target_ref,
                                     "lag_ms": _lag_ms(grant, now) if expired else None,
                                     **({"cleaned": list(grant.artefacts)}
                                        if grant.artefacts else {})})
-                else:
-                    uow.grants.set_state(grant.id, GrantState.REVOCATION_PENDING, None, error)
             if errors:
-                attempts = uow.requests.release_failed(req.id, "; ".join(errors), now,
-                                                       retry_delay)
                 if attempts == 1:  # alert once, then keep trying quietly
                     record(uow, now, req, "broker", EventTag.GRANT_REVOCATION_FAILED,
                            outcome="error", reason="; ".join(errors),
                            payload={"alert": True, "retry": "with backoff until it succeeds"})
                 return False
-            uow.requests.release(req.id)
-            req.finish_ending()
-            uow.requests.save(req)
             record(uow, now, req, actor, EventTag.REQUEST_ENDED, reason=req.end_reason,
                    payload={"state": req.state.value})
             for callback in self.on_ended:

@@ -352,9 +352,14 @@ class GrantRepository:
         return {r.target_ref for r in rows}
 
     def active_refs(self, target: str) -> list[tuple[str, str]]:
+        """Grants in force: active, of a request that is not being ended right now."""
         rows = self._conn.execute(
-            select(t.grants.c.id, t.grants.c.target_ref).where(
-                t.grants.c.target == target, t.grants.c.state == GrantState.ACTIVE.value
+            select(t.grants.c.id, t.grants.c.target_ref)
+            .join(t.requests, t.requests.c.id == t.grants.c.request_id)
+            .where(
+                t.grants.c.target == target,
+                t.grants.c.state == GrantState.ACTIVE.value,
+                t.requests.c.state == RequestState.ACTIVE.value,
             )
         )
         return [(r.id, r.target_ref) for r in rows]
