@@ -6,7 +6,7 @@ Redis, the SSH user CA (signing needs no host; revocations go to a scratch KRL)
 and the AWS emulator (a scratch emergency role, deleted afterwards). For each
 connector it prints P50/P95 of the whole activation, of the target's share (the
 connector minting the credential) and of the broker's own overhead (the rest),
-then one summary table. SPEC S7 sets the PostgreSQL target: broker overhead P95
+then one summary table. The PostgreSQL target: broker overhead P95
 under 100 ms.
 
     python bench/activation.py [--n 200] [--db URL] [--connectors postgres,redis,ssh,aws]

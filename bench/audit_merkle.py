@@ -194,7 +194,7 @@ def main() -> None:
         lambda: sign_checkpoint(ORIGIN, head.size, head.root(), key, NAME),
     )
 
-    print("targets (SPEC S7):")
+    print("targets:")
     per_s = n / in_memory
     print(
         f"  verify >= 100,000 events/s (1M in < 10 s): {'met' if per_s >= 100_000 else 'NOT met'}"

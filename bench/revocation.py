@@ -10,7 +10,7 @@ continuously. The lag of each is the broker's own record in its
 ``grant:credential:expired`` event (``lag_ms``): from ``expires_at`` to the
 moment the target finished dropping the role. It prints P50/P95/P99 per run
 and the broker process's resident memory while it held the active grants.
-SPEC S7: P99 under 1 s with 10,000 active grants; under 250 MB RSS.
+Targets: P99 under 1 s with 10,000 active grants; under 250 MB RSS.
 
     python bench/revocation.py [--active 1000,10000] [--measured 1000] [--rate 20]
 """

@@ -1,4 +1,4 @@
-"""Every rule of SPEC S2 items 1-7, as pure decisions."""
+"""Every rule of the program items 1-7, as pure decisions."""
 
 from __future__ import annotations
 

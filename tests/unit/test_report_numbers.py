@@ -1,4 +1,4 @@
-"""The seven SPEC S6 metrics on a seeded history, against numbers computed by hand."""
+"""The seven  metrics on a seeded history, against numbers computed by hand."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ def metrics_report(
     = None,
     fmt: Annotated[Literal["json", "html"], Query(alias="format")] = "json",
 ) -> dict[str, Any] | HTMLResponse:
-    """The seven metrics of SPEC S6 over a window (default: the last 7 days)."""
+    """The seven metrics of the program over a window (default: the last 7 days)."""
     del who
     report = _ops(c).reports.report(since)
     if fmt == "html":

@@ -1,4 +1,4 @@
-"""The catalog file's schema (SPEC S9). Field names are the user-facing contract."""
+"""The catalog file's schema. Field names are the user-facing contract."""
 
 from __future__ import annotations
 

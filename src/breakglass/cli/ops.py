@@ -150,7 +150,7 @@ def report(
     out: Annotated[Path | None, typer.Option("--out", help="Write to a file.")] = None,
     server: Server = None,
 ) -> None:
-    """The program's metrics (SPEC S6) over a window, as JSON or an HTML page with charts."""
+    """The program's metrics over a window, as JSON or an HTML page with charts."""
     if fmt not in ("json", "html"):
         raise typer.BadParameter("--format must be json or html")
     data = ApiClient(server).call("GET", "/v1/metrics/report", params={"since": since})

@@ -91,7 +91,7 @@ GUARDRAILS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({
     ),
 })
 # fmt: on
-"""Actions every session is denied whatever its grant says (SPEC S2.8), by ``Sid``.
+"""Actions every session is denied whatever its grant says, by ``Sid``.
 
 Role chaining is denied because a chained session escapes both the session
 policy and its revocation. A Deny beats any Allow, so ``allow_identity_changes``

@@ -5,7 +5,7 @@ Nothing is revoked while it waits: the credential keeps working until the
 current expiry, and if the extension is approved in time the expiry moves
 (in the broker and natively on the target) without a gap.
 
-Rules (SPEC S2.4, S2.5):
+Rules:
 
 * only the requester of an active request extends it, with a fresh MFA where
   the zone requires it;

@@ -1,4 +1,4 @@
-"""Incident-bound access: a request's incident must exist and be open (SPEC S2.2).
+"""Incident-bound access: a request's incident must exist and be open.
 
 The incident system is asked by the service layer (an ``IncidentDirectory``);
 what it answered comes here as an :class:`IncidentLookup`, and the rule turns

@@ -1,4 +1,4 @@
-"""The rules of SPEC S2, as pure functions returning decisions.
+"""The break-glass rules, as pure functions returning decisions.
 
 A decision is a value: :class:`Allowed` or :class:`Denied`. ``Denied.rule``
 names the rule (``incident.pattern``, ``approval.same_team``, ...), and its

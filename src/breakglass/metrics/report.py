@@ -1,4 +1,4 @@
-"""The seven metrics of SPEC S6, computed from stored data for one window.
+"""The seven metrics of the program, computed from stored data for one window.
 
 Every number is defined here and repeated in the report's ``definitions``:
 
