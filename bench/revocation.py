@@ -6,7 +6,10 @@ private cluster started for each run. The bench mints ``--active`` grants
 through the service layer: all but ``--measured`` of them live for an hour (so
 the broker holds that many active grants throughout), and the measured ones
 expire one after another at ``--rate`` per second, so the loop revokes
-continuously. The lag of each is the broker's own record in its
+continuously. Grants are spread over several catalog roles, each on a table of its own:
+PostgreSQL keeps a table's privileges in one catalog row that cannot grow past
+8 kB, which caps one table at about 2,000 grantees. The lag of each is the
+broker's own record in its
 ``grant:credential:expired`` event (``lag_ms``): from ``expires_at`` to the
 moment the target finished dropping the role. It prints P50/P95/P99 per run
 and the broker process's resident memory while it held the active grants.
@@ -50,12 +53,27 @@ from breakglass.storage import tables as t
 from breakglass.storage.migrate import upgrade
 from breakglass.storage.uow import UnitOfWork, make_engine
 
-ROOT = Path(__file__).resolve().parent.parent
-CATALOG = ROOT / "tests" / "fixtures" / "catalog_fleet.yaml"
 BIN = Path(sys.executable).parent / "breakglass"
 MINTERS = 8
 MEASURED = "FLEET-2"  # the incident of the grants whose lag is measured
 BACKGROUND = "FLEET-1"
+PER_TABLE = 800  # grantees per table, well under PostgreSQL's ~2,000
+
+CATALOG_HEAD = """\
+version: 1
+organization: revocation-bench
+identity: {issuer: 'https://idp.bench.invalid', audience: breakglass}
+incident: {id_pattern: '^FLEET-[0-9]+$'}
+zones:
+  A: {default_ttl: 5m, max_ttl: 2h, approvals: 0, self_approval: true}
+  B: {default_ttl: 5m, max_ttl: 1h, approvals: 1}
+  C: {default_ttl: 5m, max_ttl: 1h, approvals: 2}
+directory:
+  uma: {groups: [team:ml-serving, responders], mfa: true}
+targets:
+  fleet-db: {type: postgres, environment: prod, dsn: "${FLEET_TARGET_DSN}"}
+roles:
+"""
 
 
 def need(name: str) -> str:
@@ -99,30 +117,45 @@ def store_database() -> Iterator[Engine]:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+@dataclass
+class Target:
+    dsn: str
+    catalog: Path
+    roles: list[str]
+
+
 @contextmanager
-def target_cluster() -> Iterator[str]:
-    """A private PostgreSQL cluster (the demo's), so 10,000 roles touch nothing shared."""
+def target_cluster(tables: int) -> Iterator[Target]:
+    """A private PostgreSQL cluster (the demo's), so 10,000 roles touch nothing shared, and
+    a catalog with one role per table there."""
     work = Path(tempfile.mkdtemp(prefix="bg-bench-revocation-"))
     os.chmod(work, 0o755)  # noqa: S103 - the postgres account must reach its data directory
+    roles = [f"read-{k}" for k in range(tables)]
+    catalog = work / "catalog.yaml"
+    catalog.write_text(CATALOG_HEAD + "".join(
+        f"  read-{k}: {{zone: A, target: fleet-db, requesters: [group:responders], "
+        f"grant: {{privileges: [SELECT], tables: [s{k}.t]}}}}\n" for k in range(tables)))
     try:
         with local_postgres(work / "pg") as dsn:
             if dsn is None:
                 sys.exit("no PostgreSQL binaries (initdb) found for the target cluster")
             with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute("CREATE SCHEMA fleet; CREATE TABLE fleet.t (id int)")
-            yield dsn
+                for k in range(tables):
+                    conn.execute(sql.SQL("CREATE SCHEMA {}; CREATE TABLE {} (id int)").format(
+                        sql.Identifier(f"s{k}"), sql.Identifier(f"s{k}", "t")))
+            yield Target(dsn, catalog, roles)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 @contextmanager
-def broker_process(db_url: str, dsn: str) -> Iterator[subprocess.Popen[bytes]]:
+def broker_process(db_url: str, target: Target) -> Iterator[subprocess.Popen[bytes]]:
     state = Path(tempfile.mkdtemp(prefix="bg-bench-broker-"))
     port = free_port()
-    env = {**os.environ, "FLEET_TARGET_DSN": dsn, "BREAKGLASS_STATE_DIR": str(state)}
+    env = {**os.environ, "FLEET_TARGET_DSN": target.dsn, "BREAKGLASS_STATE_DIR": str(state)}
     try:
         with (state / "broker.log").open("wb") as log, subprocess.Popen(
-            [str(BIN), "serve", "--dev", "--catalog", str(CATALOG), "--db", db_url,
+            [str(BIN), "serve", "--dev", "--catalog", str(target.catalog), "--db", db_url,
              "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
         ) as proc:
             try:
@@ -147,16 +180,19 @@ def broker_process(db_url: str, dsn: str) -> Iterator[subprocess.Popen[bytes]]:
 class Minter:
     brokers: list[Broker]
     connectors: list[PostgresConnector]
+    roles: list[str]
+    minted: int = 0
 
     @classmethod
-    def open(cls, engine: Engine, dsn: str) -> Minter:
-        loaded = load_catalog(CATALOG, env={"FLEET_TARGET_DSN": dsn})
+    def open(cls, engine: Engine, target: Target) -> Minter:
+        loaded = load_catalog(target.catalog, env={"FLEET_TARGET_DSN": target.dsn})
         box = SecretBox(SecretBox.new_key())
-        connectors = [PostgresConnector("fleet-db", {"dsn": dsn}) for _ in range(MINTERS)]
+        connectors = [PostgresConnector("fleet-db", {"dsn": target.dsn})
+                      for _ in range(MINTERS)]
         brokers = [Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine),
                           connectors={"fleet-db": c}, clock=SystemClock(), secrets_box=box)
                    for c in connectors]
-        return cls(brokers, connectors)
+        return cls(brokers, connectors, target.roles)
 
     def close(self) -> None:
         for c in self.connectors:
@@ -170,12 +206,15 @@ class Minter:
         done = [0]
         lock = threading.Lock()
         started = time.monotonic()
+        first = self.minted
+        self.minted += count
 
         def one(i: int) -> None:
             ttl = (timedelta(hours=1) if expiry_of is None
                    else expiry_of[i] - datetime.now(UTC))
+            role = self.roles[(first + i) % len(self.roles)]
             view = self.brokers[i % MINTERS].request_access(
-                uma, ["fleet-read"], incident=incident, reason="recovery", ttl=ttl)
+                uma, [role], incident=incident, reason="recovery", ttl=ttl)
             if view.request.state is not RequestState.ACTIVE:
                 raise RuntimeError(f"not activated: {view.request.end_reason}")
             with lock:
@@ -200,11 +239,11 @@ def run(active: int, measured: int, rate: float) -> dict[str, float]:
     print(f"{active} active grants, {measured} of them expiring at {rate:g}/s:", flush=True)
     with ExitStack() as stack:
         engine = stack.enter_context(store_database())
-        dsn = stack.enter_context(target_cluster())
+        target = stack.enter_context(target_cluster(-(-(active + 1) // PER_TABLE)))
         db_url = engine.url.render_as_string(hide_password=False)
-        proc = stack.enter_context(broker_process(db_url, dsn))
+        proc = stack.enter_context(broker_process(db_url, target))
         idle_rss = rss_mb(proc.pid)
-        minter = Minter.open(engine, dsn)
+        minter = Minter.open(engine, target)
         stack.callback(minter.close)
         minter.mint(1, "FLEET-0")  # the audit log's first event, before any concurrency
         speed = minter.mint(active - measured, BACKGROUND, label="long-lived") \

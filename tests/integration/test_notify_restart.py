@@ -112,14 +112,15 @@ def test_a_broker_killed_between_event_and_delivery_delivers_after_restart(setup
         deadline = time.monotonic() + 5
         while receiver.hung == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert receiver.hung == 1
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+        tried = receiver.hung
+        assert tried >= 1
     receiver.mode = "ok"
     restarted = time.time()
     with broker(setup):
         asked = receiver.wait_for(topic("approval.requested", rid), timeout=30)
-        assert int(asked.headers["X-Breakglass-Attempt"]) == 2
+        assert int(asked.headers["X-Breakglass-Attempt"]) == tried + 1
         assert asked.doc["recipients"] == ["vera", "wim"]
         print(f"\ndelivered {asked.at - restarted:.1f} s after the restart (lease expiry)")
     assert [r.doc["request_id"] for r in receiver.received

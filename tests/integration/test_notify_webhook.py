@@ -63,8 +63,8 @@ def test_a_receiver_that_fails_gets_the_message_on_a_later_attempt(h, receiver):
     rid = h.broker.request_access(h.who("uma"), ["embeddings-requeue"], incident="SEV-5002",
                                   reason="recovery").request.id
     deadline = time.monotonic() + 5
-    while not h.outbox(request_id=rid)[0].attempts and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while h.outbox(request_id=rid)[0].last_error is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the first attempt was answered 503 and recorded
     receiver.mode = "ok"
     h.clock.advance(seconds=5)  # past the backoff
     asked = receiver.wait_for(topic("approval.requested", rid), timeout=5)

@@ -8,14 +8,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from breakglass.catalog.loader import LoadedCatalog
 from breakglass.domain.errors import InvalidInput, NotFound, PolicyRefused
 from breakglass.domain.events import EventTag
+from breakglass.notify.operations import build_operations
 from breakglass.reviews.opener import pick_reviewer
 from breakglass.reviews.service import NewTask
 from breakglass.storage.migrate import upgrade
 from breakglass.storage.uow import make_engine
 from tests.fakes import FakeClock
-from tests.ops_harness import Harness, make_harness
+from tests.ops_harness import ENV, Harness, make_harness
 
 
 @pytest.fixture
@@ -143,3 +145,24 @@ def test_reviewers_are_spread_and_approvers_are_avoided():
     assert pick_reviewer(["vera", "wim"], set(), {"vera": 1}) == "wim"
     assert pick_reviewer(["vera", "wim"], {"vera", "wim"}, {}) == "vera"
     assert pick_reviewer([], set(), {}) is None
+
+
+def test_without_a_directory_any_eligible_reviewer_takes_an_unassigned_review(h):
+    h.ops.close()  # the same broker, with a catalog that lists nobody
+    catalog = h.loaded.catalog.model_copy(update={"directory": {}})
+    ops = build_operations(LoadedCatalog(h.loaded.source, catalog, h.loaded.policy), h.engine,
+                           h.clock, ENV)
+    try:
+        rid = h.broker.request_access(h.who("uma"), ["embeddings-read"], incident="SEV-4006",
+                                      reason="recovery").request.id
+        h.broker.revoke(h.who("uma"), rid)
+        [review] = ops.reviews.search()
+        assert review.reviewer is None
+        with pytest.raises(PolicyRefused, match="outside the requester's team"):
+            ops.reviews.complete(h.who("ugo"), review.id, "same team", [])
+        with pytest.raises(PolicyRefused, match="outside the requester's team"):
+            ops.reviews.complete(h.who("yuri"), review.id, "not a reviewer", [])
+        done = ops.reviews.complete(h.who("wim"), review.id, "fine", [])
+        assert (done.reviewer, done.state) == ("wim", "closed")
+    finally:
+        ops.close()

@@ -16,7 +16,7 @@ from breakglass.catalog.loader import LoadedCatalog
 from breakglass.domain.errors import InvalidInput, PolicyRefused
 from breakglass.domain.events import EventTag
 from breakglass.domain.model import Principal, Zone
-from breakglass.notify.people import review_candidates
+from breakglass.notify.people import reviewer_selectors
 from breakglass.reviews.model import Review, ReviewState, Task, TaskState
 from breakglass.reviews.store import ReviewStore
 from breakglass.service.ports import Clock
@@ -172,11 +172,12 @@ class ReviewService:
         if review.reviewer is not None and principal.name != review.reviewer:
             return ("review.reviewer_only", f"review {review.id} is assigned to "
                     f"{review.reviewer}")
-        if review.reviewer is None and principal.name not in review_candidates(
-                self._catalog, self._policy, review.requester, review.requester_teams,
-                Zone(review.zone), self._clock.now()):
-            return ("review.not_eligible", "reviewers come from the reviewer groups, "
-                    "outside the requester's team")
+        if review.reviewer is None:  # nobody was assigned: any eligible reviewer may take it
+            selectors = reviewer_selectors(self._catalog, self._policy, Zone(review.zone))
+            if not any(principal.matches(s) for s in selectors) or (
+                    principal.teams & review.requester_teams):
+                return ("review.not_eligible", "reviewers come from the reviewer groups, "
+                        "outside the requester's team")
         return None
 
     def _add_task(self, uow: UnitOfWork, store: ReviewStore, review: Review,
