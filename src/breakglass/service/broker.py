@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from breakglass.connectors import Connector, GrantSpec, StandingPrivilege
+from breakglass.connectors import Connector, StandingPrivilege
 from breakglass.connectors.ssh import public_key_fingerprint
 from breakglass.domain import policy as rules
 from breakglass.domain.errors import (
-    BreakglassError,
     InvalidInput,
     NotFound,
     PolicyRefused,
@@ -34,7 +33,7 @@ from breakglass.domain.model import (
     RequestState,
     RoleDef,
 )
-from breakglass.service import crashpoints
+from breakglass.service.activation import Activator
 from breakglass.service.extensions import Extender
 from breakglass.service.incidents import IncidentDirectory, IncidentGate
 from breakglass.service.ports import Clock, SecretBox
@@ -75,9 +74,11 @@ class Broker:
         self._box = secrets_box
         self.revoker = Revoker(policy=policy, uow=uow, connectors=connectors, clock=clock,
                                owner=instance_id)
+        self.activator = Activator(policy=policy, uow=uow, clock=clock, secrets_box=secrets_box,
+                                   revoker=self.revoker)
         self.uow_factory = uow
         self.connectors = connectors
-        self.on_activated: list[Callable[[], object]] = []
+        self.on_activated = self.activator.on_activated  # run after each activation commits
         self.incidents = IncidentGate(policy, incidents)
         self.extensions = Extender(policy=policy, uow=uow, clock=clock,
                                    connector=self.revoker.connector, incidents=self.incidents)
@@ -312,67 +313,10 @@ class Broker:
     # -- activation and ending ------------------------------------------------------
 
     def _begin_activation(self, uow: UnitOfWork, req: AccessRequest, now: datetime) -> None:
-        req.transition(RequestState.ACTIVATING)
-        req.activated_at = now  # when activation started; recovery leaves young ones alone
-        req.expires_at = now + req.ttl
-        uow.requests.save(req)
-        self._event(uow, req, "broker", EventTag.REQUEST_ACTIVATING,
-                    payload={"expires_at": req.expires_at.isoformat()})
+        self.activator.begin(uow, req, now)
 
     def _activate(self, request_id: str) -> None:
-        crashpoints.reached("activation.started")
-        with self._uow() as uow:
-            req = uow.requests.get(request_id)
-        if req.state is not RequestState.ACTIVATING or req.expires_at is None:
-            return
-        issued: list[tuple[Grant, bytes]] = []
-        audits: dict[str, Mapping[str, Any]] = {}
-        account = self.policy.workloads[req.workload].account if req.workload else None
-        now = self._clock.now()
-        try:
-            for i, role_name in enumerate(req.roles):
-                role = self.policy.roles[role_name]
-                grant_id = f"{req.id}-g{i}"
-                spec = GrantSpec(grant_id=grant_id, request_id=req.id, principal=req.requester,
-                                 role=role.name, incident=req.incident, grant=role.grant,
-                                 expires_at=req.expires_at, public_key=req.public_key,
-                                 account=account)
-                cred = self._connector(role.target).grant(spec)
-                audits[grant_id] = cred.audit
-                crashpoints.reached("activation.minted")
-                grant = Grant(id=grant_id, request_id=req.id, role=role.name, target=role.target,
-                              target_ref=cred.target_ref, issued_at=now,
-                              expires_at=req.expires_at, artefacts=cred.artefacts)
-                issued.append((grant, self._box.seal(json.dumps(dict(cred.secret)).encode())))
-        except BreakglassError as exc:  # a target or input failure: roll back what was minted
-            for grant, _ in issued:
-                self.revoker.try_revoke(grant)
-            with self._uow() as uow:
-                req = uow.requests.get(request_id, for_update=True)
-                req.transition(RequestState.FAILED)
-                req.ended_at, req.end_reason = self._clock.now(), str(exc)
-                uow.requests.save(req)
-                self._event(uow, req, "broker", EventTag.REQUEST_ACTIVATION_FAILED,
-                            outcome="error", reason=str(exc))
-            raise
-        with self._uow() as uow:
-            req = uow.requests.get(request_id, for_update=True)
-            for grant, sealed in issued:
-                uow.grants.add(grant)
-                uow.grants.store_secret(grant.id, sealed)
-                self._event(uow, req, "broker", EventTag.GRANT_ISSUED, grant_id=grant.id,
-                            payload={"role": grant.role, "target": grant.target,
-                                     "target_ref": grant.target_ref,
-                                     "expires_at": grant.expires_at.isoformat(),
-                                     **audits.get(grant.id, {})})
-            req.transition(RequestState.ACTIVE)
-            req.activated_at = self._clock.now()
-            uow.requests.save(req)
-            for callback in self.on_activated:
-                uow.on_commit(callback)
-            self._event(uow, req, "broker", EventTag.REQUEST_ACTIVE,
-                        payload={"expires_at": grant_expiry(req)})
-        crashpoints.reached("activation.stored")
+        self.activator.activate(request_id)
 
     def end_access(self, request_id: str, final: RequestState, actor: str, reason: str) -> bool:
         return self.revoker.end_access(request_id, final, actor, reason)
@@ -460,8 +404,4 @@ class Broker:
     def _event(self, uow: UnitOfWork, req: AccessRequest, actor: str, tag: EventTag,
                **kwargs: Any) -> None:
         record(uow, kwargs.pop("ts", None) or self._clock.now(), req, actor, tag, **kwargs)
-
-
-def grant_expiry(req: AccessRequest) -> str | None:
-    return req.expires_at.isoformat() if req.expires_at else None
 
