@@ -29,6 +29,7 @@ from breakglass.api.schemas import (
 from breakglass.bootstrap import Container
 from breakglass.domain.durations import parse_duration
 from breakglass.domain.errors import NotFound
+from breakglass.web.routes import router as web_router
 
 v1 = APIRouter(prefix="/v1")
 
@@ -193,6 +194,7 @@ def create_app(c: Container) -> FastAPI:
     app.include_router(ops_router)
 
     app.include_router(extensions_router)
+    app.include_router(web_router)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

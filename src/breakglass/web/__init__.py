@@ -1,0 +1,1 @@
+"""The server-rendered web page for responders and approvers, mounted at ``/ui``."""

@@ -1,0 +1,104 @@
+"""Cookies, CSRF protection and page rendering of the web page.
+
+The page uses the API's bearer tokens, kept in an HttpOnly, SameSite=Strict
+cookie. Every state-changing form carries a CSRF token: a random value in a
+second cookie and in a hidden field, compared in constant time (double submit).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from breakglass.api.deps import ContainerDep
+from breakglass.domain.errors import PolicyRefused, Unauthenticated
+from breakglass.domain.model import Principal
+
+SESSION_COOKIE = "bg_session"
+CSRF_COOKIE = "bg_csrf"
+COOKIE_PATH = "/ui"
+
+_env = Environment(loader=PackageLoader("breakglass.web", "templates"),
+                   autoescape=select_autoescape(default=True, default_for_string=True))
+
+
+def _moment(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _iso(value: datetime | None) -> str:
+    return value.astimezone(UTC).isoformat() if value is not None else ""
+
+
+_env.filters["moment"] = _moment
+_env.filters["iso"] = _iso
+
+
+class LoginRequired(Exception):
+    """No session cookie: the caller is sent to the login page."""
+
+
+def csrf_token(request: Request) -> str:
+    """The CSRF value of this browser, or a new one (set by :func:`render`)."""
+    found = request.cookies.get(CSRF_COOKIE, "")
+    return found if len(found) >= 32 else secrets.token_urlsafe(32)
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """One page, with a fresh CSP nonce for its inline script and the CSRF cookie."""
+    nonce = secrets.token_urlsafe(16)
+    csrf = csrf_token(request)
+    html = _env.get_template(template).render(request=request, csrf=csrf, nonce=nonce,
+                                              **context)
+    response = HTMLResponse(html, status_code=status)
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; frame-ancestors 'self'; form-action 'self'; base-uri 'none'")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    if request.cookies.get(CSRF_COOKIE) != csrf:
+        set_cookie(request, response, CSRF_COOKIE, csrf)
+    return response
+
+
+def set_cookie(request: Request, response: HTMLResponse | RedirectResponse, name: str,
+               value: str, max_age: int | None = None) -> None:
+    response.set_cookie(name, value, max_age=max_age, path=COOKIE_PATH, httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https")
+
+
+def clear_session(response: HTMLResponse | RedirectResponse) -> None:
+    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
+
+
+def check_csrf(request: Request, csrf: Annotated[str, Form(max_length=200)] = "") -> None:
+    """Refuse a form whose hidden CSRF field does not match the CSRF cookie."""
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    if not cookie or not csrf or not hmac.compare_digest(cookie.encode(), csrf.encode()):
+        raise PolicyRefused("the form is missing its CSRF token or it does not match; "
+                            "reload the page and try again", rule="web.csrf")
+
+
+def web_principal(request: Request, c: ContainerDep) -> Principal:
+    """The caller, from the session cookie, verified exactly like an API bearer token."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise LoginRequired
+    try:
+        return c.authenticator.authenticate(token)
+    except Unauthenticated as exc:
+        c.record_auth_refusal(exc)
+        raise
+
+
+Csrf = Annotated[None, Depends(check_csrf)]
+WebPrincipal = Annotated[Principal, Depends(web_principal)]
