@@ -95,15 +95,6 @@ def wait_up(broker: BrokerProcess) -> None:
     pytest.fail(f"broker did not come up within 30 s:\n{broker.log()}")
 
 
-def postmaster_log(data_dir: str) -> Path:
-    """Where a running PostgreSQL server writes its log (its stderr, as ``pg_ctl -l`` set)."""
-    pid = (Path(data_dir) / "postmaster.pid").read_text().split("\n", 1)[0].strip()
-    target = os.readlink(f"/proc/{pid}/fd/2")
-    if not os.path.isfile(target):
-        pytest.fail(f"the PostgreSQL server log is not a file ({target}); cannot count statements")
-    return Path(target)
-
-
 _LINE = re.compile(r"^\S+ \S+ \S+ \[(\d+)\] (LOG|DETAIL):  (.*)$")
 _PARAM = re.compile(r"^parameters: \$1 = '([^']*)'")
 _DROP = re.compile(r'DROP ROLE IF EXISTS "([^"]+)"')

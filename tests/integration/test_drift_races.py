@@ -93,3 +93,22 @@ def test_real_drift_is_still_found(broker, target, engine, clock, people):
     assert report.missing == [gone.grants[0].target_ref]
     assert sorted(_alerts(engine)) == ["drift:credential:missing", "drift:orphan:revoked"]
 
+
+
+def test_a_grant_on_another_target_of_the_same_server_is_no_orphan(engine, loaded, clock,
+                                                                    people):
+    """Roles are server-wide in PostgreSQL: two databases of one server list each other's."""
+    first = MemoryConnector("embeddings-db")
+    second = MemoryConnector("embeddings-db-replica")
+    second.live = first.live  # one server, one namespace of roles
+    broker = Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine),
+                    connectors={"embeddings-db": first}, clock=clock,
+                    secrets_box=SecretBox(SecretBox.new_key()))
+    view = broker.request_access(people["uma"], ["embeddings-read"], incident="SEV-4303",
+                                 reason="recovery")
+    ref = view.grants[0].target_ref
+    report = drift.sweep(lambda: UnitOfWork(engine),
+                         {"embeddings-db": first, "embeddings-db-replica": second}, clock)
+    assert report.orphans_revoked == []
+    assert ref in first.live
+    assert _alerts(engine) == []

@@ -2,18 +2,19 @@
 
 2,000 grants on a real PostgreSQL target all expire at the same instant. The
 three processes' loops claim them with row locks; the test counts, on the
-target side, the revocation statements each grant's role received (the
-target admin role is the fleet's alone and logs every statement), so a grant
-revoked twice or never shows up whatever the store says.
+target side, the revocation statements each grant's role received (on a
+PostgreSQL server of the test's own, whose admin role for the fleet logs every
+statement), so a grant revoked twice or never shows up whatever the store says.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import statistics
+import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -29,6 +30,7 @@ from sqlalchemy import Engine, func, select
 
 from breakglass.catalog.loader import load_catalog
 from breakglass.connectors.postgres import PostgresConnector
+from breakglass.demo import local_postgres
 from breakglass.domain.model import RequestState
 from breakglass.service.broker import Broker
 from breakglass.service.ports import Clock, SecretBox, SystemClock
@@ -38,22 +40,14 @@ from tests.integration.brokers import (
     CATALOG,
     broker_process,
     count_revocations,
-    postmaster_log,
     responder,
     wait_up,
 )
-from tests.services import require
 
 GRANTS = int(os.environ.get("BG_FLEET_GRANTS", "2000"))
 CREATORS = 8  # threads (each with its own target connection) minting the grants
 INCIDENT = "FLEET-1"
 ROLES = ["fleet-read", "fleet-read-1", "fleet-read-2", "fleet-read-3"]  # a table each
-_OURS = """
-SELECT DISTINCT r.rolname FROM pg_shdepend d JOIN pg_roles r ON r.oid = d.refobjid
-JOIN pg_database db ON db.datname = %s
-WHERE starts_with(r.rolname, 'bg_')
-  AND (d.dbid = db.oid OR (d.classid = 'pg_database'::regclass AND d.objid = db.oid))
-"""
 
 
 @dataclass
@@ -65,32 +59,28 @@ class Target:
 
 @pytest.fixture
 def target() -> Iterator[Target]:
-    admin = require("BG_TEST_PG_ADMIN_DSN")
-    data_dir = require("BG_TEST_PG_DATA")
-    suffix = uuid.uuid4().hex[:8]
-    name, fleet_role, password = f"bg_fleet_{suffix}", f"fleetadm_{suffix}", secrets.token_hex(16)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        # Not the broker's marker prefix: no drift sweep anywhere takes it for an orphan.
-        conn.execute(sql.SQL("CREATE ROLE {} SUPERUSER LOGIN PASSWORD {}").format(
-            sql.Identifier(fleet_role), sql.Literal(password)))
-        conn.execute(sql.SQL("ALTER ROLE {} SET log_statement = 'all'").format(
-            sql.Identifier(fleet_role)))
-    creator_dsn = make_conninfo(admin, dbname=name)
-    with psycopg.connect(creator_dsn, autocommit=True) as conn:
-        for schema in ("fleet", "fleet1", "fleet2", "fleet3"):
-            conn.execute(sql.SQL("CREATE SCHEMA {}; CREATE TABLE {} (id int)").format(
-                sql.Identifier(schema), sql.Identifier(schema, "t")))
+    """A PostgreSQL server of the test's own: nothing else revokes (or logs) there."""
+    work = Path(tempfile.mkdtemp(prefix="bg-fleet-"))
+    os.chmod(work, 0o755)  # noqa: S103 - the postgres account must reach its data directory
     try:
-        yield Target(creator_dsn, make_conninfo(admin, dbname=name, user=fleet_role,
-                                                password=password), postmaster_log(data_dir))
+        with local_postgres(work / "pg") as admin:
+            if admin is None:
+                pytest.fail("no PostgreSQL binaries for a private server")
+            password = secrets.token_hex(16)
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute("CREATE DATABASE fleet")
+                conn.execute(sql.SQL("CREATE ROLE fleet_admin SUPERUSER LOGIN PASSWORD {}")
+                             .format(sql.Literal(password)))
+                conn.execute("ALTER ROLE fleet_admin SET log_statement = 'all'")
+            creator_dsn = make_conninfo(admin, dbname="fleet")
+            with psycopg.connect(creator_dsn, autocommit=True) as conn:
+                for schema in ("fleet", "fleet1", "fleet2", "fleet3"):
+                    conn.execute(sql.SQL("CREATE SCHEMA {}; CREATE TABLE {} (id int)").format(
+                        sql.Identifier(schema), sql.Identifier(schema, "t")))
+            yield Target(creator_dsn, make_conninfo(admin, dbname="fleet", user="fleet_admin",
+                                                    password=password), work / "pg" / "pg.log")
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            left = conn.execute(_OURS, (name,)).fetchall()  # grant roles of this database
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-            for (role,) in left:
-                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(fleet_role)))
+        shutil.rmtree(work, ignore_errors=True)
 
 
 class FrozenClock:
@@ -140,7 +130,7 @@ def test_two_brokers_and_a_worker_revoke_2000_grants_exactly_once(target, pg_eng
     env = {
         "FLEET_TARGET_DSN": target.fleet_dsn,
         "BREAKGLASS_SECRET_KEY": SecretBox.new_key().decode(),
-        "BREAKGLASS_DRIFT_INTERVAL": "3600",  # the target cluster is shared with other tests
+        "BREAKGLASS_DRIFT_INTERVAL": "3600",  # only expiry revokes here
         # The test mints with a frozen clock: activations look as old as the minting run.
         "BREAKGLASS_RECOVER_GRACE": "3600",
     }

@@ -37,7 +37,8 @@ def sweep(uow: UnitOfWorkFactory, connectors: Mapping[str, Connector], clock: Cl
             report.errors.append(str(exc))
             continue
         with uow() as u:
-            owned = u.grants.owned_refs(name)
+            # Any target's: roles are server-wide, so two targets on one server list each other's.
+            owned = u.grants.owned_refs()
             in_flight = {
                 ref
                 for request_id in u.requests.in_state(RequestState.ACTIVATING)

@@ -65,8 +65,12 @@ class Revoker:
             return str(exc)
         return None
 
-    def end_access(self, request_id: str, final: RequestState, actor: str, reason: str) -> bool:
-        """Revoke every grant of one request; True when all are gone (or nothing to do)."""
+    def end_access(self, request_id: str, final: RequestState, actor: str, reason: str,
+                   *, announce: bool = True) -> bool:
+        """Revoke every grant of one request; True when all are gone (or nothing to do).
+
+        Without ``announce`` the caller runs the ``on_ended`` callbacks itself (once for a
+        whole batch)."""
         now = self._clock.now()
         with self._uow() as uow:
             req = uow.requests.get(request_id, for_update=True)
@@ -83,10 +87,10 @@ class Revoker:
         crashpoints.reached("revocation.started")
         outcomes = [(g, self.try_revoke(g)) for g in grants]
         crashpoints.reached("revocation.revoked")
-        return self._finish(request_id, actor, outcomes)
+        return self._finish(request_id, actor, outcomes, announce)
 
-    def _finish(self, request_id: str, actor: str,
-                outcomes: list[tuple[Grant, str | None]]) -> bool:
+    def _finish(self, request_id: str, actor: str, outcomes: list[tuple[Grant, str | None]],
+                announce: bool) -> bool:
         now = self._clock.now()
         with self._uow() as uow:
             req = uow.requests.get(request_id, for_update=True)
@@ -125,7 +129,7 @@ class Revoker:
                 return False
             record(uow, now, req, actor, EventTag.REQUEST_ENDED, reason=req.end_reason,
                    payload={"state": req.state.value})
-            for callback in self.on_ended:
+            for callback in self.on_ended if announce else ():
                 uow.on_commit(callback)
         return True
 
@@ -145,9 +149,13 @@ class Revoker:
                 return ended + len(pending)
             with ThreadPoolExecutor(max_workers=self._workers) as pool:
                 results = list(pool.map(
-                    lambda rid: self.end_access(rid, RequestState.EXPIRED, "broker", "expired"),
+                    lambda rid: self.end_access(rid, RequestState.EXPIRED, "broker", "expired",
+                                                announce=False),
                     claimed))
             ended += sum(results)
+            if any(results):  # once for the batch: a mass expiry is not slowed per request
+                for callback in self.on_ended:
+                    callback()
             if not all(results):
                 return ended + len(pending)  # failures wait for their backoff
 

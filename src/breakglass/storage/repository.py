@@ -339,16 +339,15 @@ class GrantRepository:
             update(t.grants).where(t.grants.c.id == grant_id).values(expires_at=expires_at)
         )
 
-    def owned_refs(self, target: str) -> set[str]:
-        """Target refs the store still answers for: active or still being revoked."""
-        rows = self._conn.execute(
-            select(t.grants.c.target_ref).where(
-                t.grants.c.target == target,
-                t.grants.c.state.in_(
-                    [GrantState.ACTIVE.value, GrantState.REVOCATION_PENDING.value]
-                ),
-            )
+    def owned_refs(self, target: str | None = None) -> set[str]:
+        """Target refs the store still answers for: active or still being revoked (on one
+        target, or on any)."""
+        query = select(t.grants.c.target_ref).where(
+            t.grants.c.state.in_([GrantState.ACTIVE.value, GrantState.REVOCATION_PENDING.value])
         )
+        if target is not None:
+            query = query.where(t.grants.c.target == target)
+        rows = self._conn.execute(query)
         return {r.target_ref for r in rows}
 
     def active_refs(self, target: str) -> list[tuple[str, str]]:
