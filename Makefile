@@ -36,7 +36,8 @@ unit: install
 bench: install
 	$(SERVICES) start
 	@set -a; eval "$$($(SERVICES) env)"; set +a; \
-	$(BIN)/python bench/activation.py && $(BIN)/python bench/audit.py && $(BIN)/python bench/audit_merkle.py
+	$(BIN)/python bench/activation.py && $(BIN)/python bench/audit.py && \
+	$(BIN)/python bench/audit_merkle.py && $(BIN)/python bench/revocation.py
 
 services-start:
 	$(SERVICES) start

@@ -212,7 +212,9 @@ def _authenticator(
                                                for i in other_issuers})
 
 
-def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> Container:
+def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool = True,
+              serves_api: bool = True) -> Container:
+    """Wire everything. ``serves_api=False`` (``breakglass worker``) verifies no tokens."""
     clock = clock or SystemClock()
     crashpoints.arm(settings.crash_at)
     loaded = load_catalog(settings.catalog)
@@ -237,6 +239,7 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool =
     broker.on_activated.append(audit.checkpoint)
     broker.revoker.on_ended.append(audit.checkpoint)
     return Container(settings=settings, loaded=loaded, engine=engine, broker=broker, audit=audit,
-                     authenticator=_authenticator(loaded, clock, dev_issuer), clock=clock,
+                     authenticator=_authenticator(loaded, clock, dev_issuer) if serves_api
+                     else DevIssuer().verifier(clock=clock.now), clock=clock,
                      dev_issuer=dev_issuer, connectors=connectors,
                      operations=build_operations(loaded, engine, clock))

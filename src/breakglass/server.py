@@ -34,7 +34,7 @@ def run_worker(catalog: Path, *, db_url: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     settings = Settings.from_env(catalog, db_url=db_url)
-    container = bootstrap(settings)
+    container = bootstrap(settings, serves_api=False)
     container.start_background()
     try:
         stop.wait()

@@ -53,6 +53,12 @@ def upgrade() -> None:
         sa.Column("state", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
+    # the log head exists from the start, so concurrent first writers queue on its lock
+    op.bulk_insert(
+        sa.table("log_head", sa.column("id", sa.Integer()), sa.column("size", sa.BigInteger()),
+                 sa.column("state", sa.JSON())),
+        [{"id": 1, "size": 0, "state": {}}],
+    )
     op.create_table(
         "requests",
         sa.Column("id", sa.String(length=40), nullable=False),
