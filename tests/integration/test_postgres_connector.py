@@ -8,30 +8,24 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from breakglass.connectors import GrantSpec
 from breakglass.connectors.postgres import PostgresConnector
 from breakglass.domain.errors import TargetError
-from tests.services import require
+from tests.databases import throwaway_database
 
 
 @pytest.fixture(scope="module")
 def target_db() -> Iterator[str]:
-    admin = require("BG_TEST_PG_ADMIN_DSN")
-    name = "bg_target_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = admin.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE SCHEMA vectors")
-        conn.execute("CREATE TABLE vectors.items (id int primary key, v text)")
-        conn.execute("CREATE TABLE vectors.jobs (id int primary key, status text)")
-        conn.execute("INSERT INTO vectors.items VALUES (1, 'a')")
-        conn.execute("CREATE TABLE public.secrets (id int)")
-    yield dsn
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with throwaway_database(
+        "bg_target",
+        "CREATE SCHEMA vectors",
+        "CREATE TABLE vectors.items (id int primary key, v text)",
+        "CREATE TABLE vectors.jobs (id int primary key, status text)",
+        "INSERT INTO vectors.items VALUES (1, 'a')",
+        "CREATE TABLE public.secrets (id int)",
+    ) as dsn:
+        yield dsn
 
 
 @pytest.fixture

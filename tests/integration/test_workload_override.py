@@ -41,8 +41,8 @@ from breakglass.service.ports import SecretBox
 from breakglass.settings import Settings
 from breakglass.storage import tables as t
 from breakglass.storage.uow import UnitOfWork
+from tests.databases import throwaway_database
 from tests.fakes import FakeClock
-from tests.services import require
 
 CATALOG = Path(__file__).parent.parent / "fixtures" / "catalog_workloads.yaml"
 PASSWORD = "svc-password-for-tests"
@@ -54,18 +54,13 @@ class Crash(BaseException):
 
 @pytest.fixture(scope="module")
 def target_db() -> Iterator[str]:
-    admin = require("BG_TEST_PG_ADMIN_DSN")
-    name = "bg_override_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = admin.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE SCHEMA vectors")
-        conn.execute("CREATE TABLE vectors.items (id int primary key, v text)")
-        conn.execute("INSERT INTO vectors.items VALUES (1, 'seed')")
-    yield dsn
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with throwaway_database(
+        "bg_override",
+        "CREATE SCHEMA vectors",
+        "CREATE TABLE vectors.items (id int primary key, v text)",
+        "INSERT INTO vectors.items VALUES (1, 'seed')",
+    ) as dsn:
+        yield dsn
 
 
 @pytest.fixture

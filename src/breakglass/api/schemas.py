@@ -127,9 +127,7 @@ class EventOut(BaseModel):
 
     @classmethod
     def of(cls, e: Event) -> EventOut:
-        return cls(index=e.index, ts=e.ts, actor=e.actor, action=e.action, outcome=e.outcome,
-                   request_id=e.request_id, grant_id=e.grant_id, incident=e.incident,
-                   zone=e.zone, rule=e.rule, reason=e.reason, payload=e.payload)
+        return cls.model_validate({**e.record(), "ts": e.ts})
 
 
 class Credentials(BaseModel):
