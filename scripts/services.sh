@@ -83,6 +83,7 @@ install_packages() {
   [[ -x $PG_BIN/initdb ]] || missing+=(postgresql-15)
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
+  [[ -x /usr/bin/chromium ]] || missing+=(chromium)  # the browser tests drive it headless
   ((${#missing[@]} == 0)) && return 0
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

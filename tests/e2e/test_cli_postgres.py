@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.conftest import CATALOG
 from tests.e2e.conftest import BIN, Cli
 
 
@@ -203,6 +205,12 @@ def test_evidence_zip_verifies_offline_and_a_modified_zip_fails(cli, broker_serv
                             check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert json.loads(verify.stdout)["ok"] is True
+    with zipfile.ZipFile(out) as bundle:  # the catalog version that judged the request
+        catalog = json.loads(bundle.read("catalog.json"))
+    version = hashlib.sha256(CATALOG.read_bytes()).hexdigest()
+    assert catalog["in_force"] == [{"sha256": version, "first_index": catalog["in_force"][0][
+        "first_index"], "requests": [data["id"]]}]
+    assert catalog["serving"]["sha256"] == version
     tampered = tmp_path / "tampered.zip"
     with zipfile.ZipFile(out) as src, zipfile.ZipFile(tampered, "w") as dst:
         for item in src.infolist():

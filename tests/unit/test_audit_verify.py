@@ -29,7 +29,7 @@ from breakglass.audit import (
     verify_evidence_zip,
     verify_log,
 )
-from breakglass.audit.canonical import MAX_SAFE_INTEGER
+from breakglass.audit.canonical import MAX_SAFE_INTEGER, canonical_split
 from breakglass.domain.errors import AuditError
 
 pytestmark = pytest.mark.unit
@@ -490,3 +490,48 @@ def test_a_log_that_does_not_match_its_checkpoint_is_not_bundled(tmp_path: Path)
             created_at="2025-03-01T12:00:00+00:00",
         )
     assert list(tmp_path.iterdir()) == []
+
+
+_json_leaf = st.one_of(st.none(), st.booleans(), st.text(),
+                       st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER))
+_json = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=10)
+
+
+@settings(max_examples=300)
+@given(record=st.dictionaries(st.sampled_from(["action", "actor", "outcome", "payload", "ts",
+                                               "zone", "a", "z"]), _json),
+       index=st.integers(0, MAX_SAFE_INTEGER))
+def test_the_leaf_split_around_the_index_rebuilds_the_canonical_bytes(
+        record: dict[str, Any], index: int) -> None:
+    before, after = canonical_split(record, "index")
+    assert before + str(index).encode() + after == canonical_json({**record, "index": index})
+    assert before + str(index).encode() + after == rfc8785.dumps({**record, "index": index})
+
+
+def test_the_leaf_split_refuses_keys_that_order_differently_in_utf16() -> None:
+    with pytest.raises(AuditError, match="ASCII"):
+        canonical_split({"\U0001f600": 1, "action": "x"}, "index")
+
+
+def test_the_bundle_names_the_catalog_versions_its_rows_record(tmp_path: Path) -> None:
+    old, new = "a" * 64, "b" * 64
+    rows = [{**r, "request_id": f"req-{i % 3}",
+             "payload": {**r["payload"], "catalog": old if i < 20 else new}}
+            if r["incident"] == "INC-7" else r for i, r in enumerate(LOG)]
+    rows = seal_all([{k: v for k, v in r.items() if k not in ("leaf_hash", "prev_hash")}
+                     for r in rows])
+    path = tmp_path / "versions.zip"
+    build_evidence_zip(path, "INC-7", rows, checkpoints_for(rows, SIZES),
+                       public_key_text(KEY, NAME), incident_indices=INCIDENT, origin=ORIGIN,
+                       created_at="2025-03-01T12:00:00+00:00",
+                       serving_catalog={"sha256": new, "file": "catalog.yaml"})
+    with zipfile.ZipFile(path) as archive:
+        doc = json.loads(archive.read("catalog.json"))
+    assert doc["serving"] == {"sha256": new, "file": "catalog.yaml"}
+    assert [(v["sha256"], v["first_index"]) for v in doc["in_force"]] == [(old, 0), (new, 20)]
+    assert doc["in_force"][0]["requests"] == ["req-0", "req-2", "req-1"]
+    assert verify_evidence_zip(path, public_key_text(KEY, NAME)).ok
+    doc["in_force"][1]["sha256"] = old  # claims the old catalog judged every request
+    _rewrite(path, {"catalog.json": json.dumps(doc).encode()}, fix_manifest=True)
+    assert first(verify_evidence_zip(path, public_key_text(KEY, NAME))) == (None, "catalog")

@@ -125,6 +125,7 @@ def test_an_outbox_row_rolls_back_with_its_event(h):
         with UnitOfWork(h.engine) as uow:
             uow.events.append(ts=h.clock.now(), actor="broker", action=EventTag.REVIEW_OVERDUE,
                               payload={"review": "rv-x", "due_at": "-"})
+            uow.events.flush()  # the event is written, its transaction still open
             seen_inside.append(uow.connection.execute(
                 select(func.count()).select_from(tn.outbox)).scalar_one())
             raise RuntimeError("the state change failed")

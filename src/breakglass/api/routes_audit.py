@@ -70,7 +70,9 @@ def evidence(incident: str, who: CurrentPrincipal, c: ContainerDep) -> Response:
     del who
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "evidence.zip"
-        c.audit.evidence(incident, out)
+        c.audit.evidence(incident, out, serving_catalog={
+            "sha256": c.loaded.policy.version, "file": Path(c.loaded.source).name,
+            "organization": c.loaded.catalog.organization})
         data = out.read_bytes()
     return Response(data, media_type="application/zip", headers={
         "Content-Disposition": f'attachment; filename="evidence-{incident}.zip"'})

@@ -1,18 +1,15 @@
 """Tamper evidence for the audit log.
 
-Every audit row is a leaf of an RFC 6962 Merkle tree and a link of a hash
-chain; the tree head is signed as a C2SP checkpoint and may be published to
-write-once storage, so a rewritten, truncated or reordered log is detected
-offline, at the row where it goes wrong.
+Every audit row is a leaf of an RFC 6962 Merkle tree; the tree head is signed
+as a C2SP checkpoint and may be published to write-once storage, so a
+rewritten, truncated or reordered log is detected offline, at the row where
+it goes wrong.
 
-The event writer keeps a :class:`TreeState` in its log-head row and, in the
-transaction that stores an event::
-
-    row = seal_event(event, prev_leaf_hash)        # adds prev_hash and leaf_hash
-    state.append(bytes.fromhex(row["leaf_hash"]))  # O(log n), no re-read
-    # store row and state.to_json()
-
-and a checkpoint is ``sign_checkpoint(origin, state.size, state.root(), key, name)``.
+The event writer takes the next index when its transaction commits and
+stores each row with ``leaf_hash = SHA-256(0x00 || canonical JSON of the row)``;
+the checkpointer folds the committed leaves, in index order, into a
+:class:`TreeState` (O(log n) per leaf) and signs
+``sign_checkpoint(origin, state.size, state.root(), key, name)``.
 """
 
 from breakglass.audit.anchor import Anchor, LocalDirectoryAnchor, S3ObjectLockAnchor

@@ -77,6 +77,26 @@ def canonical_json(obj: Any) -> bytes:
         raise AuditError("audit event holds a lone surrogate: not valid Unicode") from exc
 
 
+def canonical_split(obj: Mapping[str, Any], key: str) -> tuple[bytes, bytes]:
+    """The canonical bytes of ``obj`` before and after the value of ``key``.
+
+    For any integer ``n`` JCS writes as its decimal digits,
+    ``before + str(n).encode() + after`` is ``canonical_json({**obj, key: n})``:
+    a writer that learns ``n`` last can still hash the exact leaf. ``key`` must
+    be ASCII (its place among the other keys is then the same in UTF-16 and in
+    code-point order only if they are ASCII too, which is checked).
+    """
+    others = {k: v for k, v in obj.items() if k != key}
+    if not key.isascii() or not all(k.isascii() for k in others):
+        raise AuditError("canonical_split needs ASCII keys at the top level")
+    lower = {k: v for k, v in others.items() if k < key}
+    upper = {k: v for k, v in others.items() if k > key}
+    member = b'"' + key.encode() + b'":'
+    before = canonical_json(lower)[:-1] + (b"," if lower else b"") + member
+    after = (b"," + canonical_json(upper)[1:]) if upper else b"}"
+    return before, after
+
+
 def _fast_path_ok(obj: Any) -> bool:
     """Check that ``obj`` is admitted; False when a key needs UTF-16 ordering."""
     kind = type(obj)

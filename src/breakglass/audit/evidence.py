@@ -5,6 +5,8 @@ one canonical JSON row a line), ``incident.jsonl`` (the incident's rows),
 ``checkpoints/<size>.txt`` (signed checkpoints), ``key.pub`` (the verifier
 key), ``proofs.json`` (an inclusion proof of each incident row in the newest
 checkpoint), ``manifest.json`` (SHA-256 of every other file) and
+``catalog.json`` (the catalog versions, as SHA-256 of the catalog file, that
+judged the incident's requests, read from their signed rows) and
 ``README.txt``. It is reproducible: the same inputs give the same bytes.
 """
 
@@ -37,8 +39,28 @@ first {size} entries checkpoints/{latest} signs. Check it with
 
 and the verifier key the operator publishes (compare it with key.pub). That
 checks every file against manifest.json, the RFC 6962 tree of events.jsonl
-against each C2SP checkpoint, and each inclusion proof in proofs.json.
+against each C2SP checkpoint, each inclusion proof in proofs.json, and that
+catalog.json names exactly the catalog versions the incident's rows record.
+
+catalog.json lists, for each catalog version in force when a request of the
+incident was made, the SHA-256 of that catalog file: compare it with the file
+kept in version control, e.g. `git show COMMIT:catalog.yaml | sha256sum`.
 """
+
+
+def catalog_versions(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The catalog versions the rows record, each with the requests it judged."""
+    found: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        payload = row.get("payload")
+        version = payload.get("catalog") if isinstance(payload, Mapping) else None
+        if not isinstance(version, str):
+            continue
+        entry = found.setdefault(version, {"sha256": version, "first_index": row.get("index"),
+                                           "requests": []})
+        if row.get("request_id") and row["request_id"] not in entry["requests"]:
+            entry["requests"].append(row["request_id"])
+    return list(found.values())
 
 
 @dataclass(frozen=True)
@@ -153,6 +175,7 @@ def build_evidence_zip(
     incident_indices: Collection[int],
     origin: str,
     created_at: str,
+    serving_catalog: Mapping[str, Any] | None = None,
 ) -> EvidenceSummary:
     """Write the evidence zip for ``incident_indices`` of the log ``events`` (from index 0).
 
@@ -178,6 +201,11 @@ def build_evidence_zip(
             writer.write("incident.jsonl", b"".join(incident[i] for i in wanted))
             proofs_doc = _proofs_doc(wanted, incident, latest, proofs, leaves)
             writer.write("proofs.json", json.dumps(proofs_doc, indent=2).encode() + b"\n")
+            catalog_doc = {
+                "in_force": catalog_versions(json.loads(incident[i]) for i in wanted),
+                "serving": dict(serving_catalog) if serving_catalog is not None else None,
+            }
+            writer.write("catalog.json", json.dumps(catalog_doc, indent=2).encode() + b"\n")
             for head, text in heads:
                 writer.write(f"checkpoints/{head.size:020d}.txt", text.encode())
             writer.write("key.pub", public_key_text.strip().encode() + b"\n")
@@ -262,6 +290,7 @@ def verify_evidence_zip(path: str | os.PathLike[str], trusted_vkey: str | None) 
         elif bundled_key != vkey:
             report.notes.append("key.pub differs from the trusted key; the trusted key was used")
         _check_proofs(report, proofs_doc, incident_rows, manifest)
+        _check_catalog(report, archive, files, incident_rows)
         report.ok = report.ok and not report.problems
         return report
 
@@ -289,3 +318,20 @@ def _check_proofs(
         detail = "incident.jsonl does not hold exactly the incident's rows"
         report.problems.append(Problem(None, "proof", detail))
     report.problems.extend(verify_proofs(rows, paths, size, root))
+
+
+def _check_catalog(report: VerifyReport, archive: zipfile.ZipFile, files: Mapping[str, str],
+                   incident_rows: list[Any]) -> None:
+    """catalog.json must name exactly the versions the (proven) incident rows record."""
+    if "catalog.json" not in files:
+        report.notes.append("no catalog.json: the bundle does not say which catalog was in force")
+        return
+    try:
+        claimed = json.loads(archive.read("catalog.json"))["in_force"]
+    except (KeyError, ValueError, TypeError) as exc:
+        report.problems.append(Problem(None, "catalog", f"catalog.json is unreadable: {exc}"))
+        return
+    rows = [r for r in incident_rows if isinstance(r, Mapping)]
+    if claimed != catalog_versions(rows):
+        report.problems.append(Problem(None, "catalog", "catalog.json does not match the "
+                                       "catalog versions the incident's rows record"))

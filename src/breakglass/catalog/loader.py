@@ -6,6 +6,7 @@ invalid catalog never loads.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -114,7 +115,9 @@ def parse_catalog(
     errors.extend(cross_check(catalog))
     if errors:
         raise CatalogError(source, errors)
-    return LoadedCatalog(source=source, catalog=catalog, policy=to_policy(catalog))
+    version = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return LoadedCatalog(source=source, catalog=catalog,
+                         policy=to_policy(catalog, version=version))
 
 
 def cross_check(catalog: Catalog) -> list[str]:
@@ -226,7 +229,7 @@ def _check_runbooks(catalog: Catalog) -> list[str]:
     return errors
 
 
-def to_policy(catalog: Catalog) -> Policy:
+def to_policy(catalog: Catalog, *, version: str = "") -> Policy:
     zones = {
         Zone(z): ZonePolicy(
             zone=Zone(z),
@@ -272,6 +275,7 @@ def to_policy(catalog: Catalog) -> Policy:
         for name, w in catalog.workloads.items()
     }
     return Policy(
+        version=version,
         organization=catalog.organization,
         incident_pattern=catalog.incident.id_pattern,
         reason_codes=tuple(catalog.reason_codes),

@@ -126,6 +126,8 @@ class Policy:
     workloads: dict[str, WorkloadDef] = field(default_factory=dict)
     incident_fail_open_zone_a: bool = False
     """When the incident system cannot be reached, zone A requests go ahead (logged)."""
+    version: str = ""
+    """SHA-256 (hex) of the catalog text this policy was read from; recorded with requests."""
 
 
 class RequestState(StrEnum):

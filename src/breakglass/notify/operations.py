@@ -27,7 +27,7 @@ from breakglass.reviews.monitor import ReviewMonitor
 from breakglass.reviews.opener import ReviewOpener
 from breakglass.reviews.service import ReviewService
 from breakglass.service.ports import Clock
-from breakglass.storage.events import observe
+from breakglass.storage.events import before_index, observe
 
 
 @dataclass
@@ -83,11 +83,11 @@ def build_operations(
     delivery.listeners.append(metrics.delivered)
     removers = []
     if catalog.reviews.enabled:
-        removers.append(observe(engine, guarded(
-            "reviews", ReviewOpener(loaded, catalog.reviews.due_after))))
+        removers.append(observe(engine, before_index(guarded(
+            "reviews", ReviewOpener(loaded, catalog.reviews.due_after)))))
     removers.append(observe(engine, guarded(
         "notify", NotifyObserver(settings, loaded, delivery.wake))))
-    removers.append(observe(engine, guarded("metrics", metrics)))
+    removers.append(observe(engine, before_index(guarded("metrics", metrics))))
     reviews = ReviewService(engine, loaded, clock)
     monitor = (ReviewMonitor(reviews, catalog.reviews.check_interval.total_seconds())
                if catalog.reviews.enabled else None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from breakglass.audit import (
     inclusion_proof,
     parse_and_verify,
     public_key_text,
-    root,
     sign_checkpoint,
     verify_log,
 )
@@ -70,6 +69,9 @@ class AuditLog:
         self._cache = _BoundedCache()
         self._last: Checkpoint | None = None
         self._last_text: str | None = None
+        self._state = TreeState()
+        self._tail: bytes | None = None  # the last leaf folded into _state
+        self._state_lock = threading.Lock()
 
     @property
     def vkey(self) -> str:
@@ -87,10 +89,43 @@ class AuditLog:
         return [bytes(r.leaf_hash) for r in rows]
 
     def head(self) -> tuple[int, bytes]:
-        with self._engine.connect() as conn:
-            row = conn.execute(select(t.log_head.c.state).where(t.log_head.c.id == 1)).first()
-        state = TreeState.from_json(row.state) if row is not None and row.state else TreeState()
-        return state.size, state.root()
+        """Size and root of the committed log, as far as its indices run without a gap."""
+        with self._state_lock:
+            self._tail = self._fold(self._state, self._tail)
+            return self._state.size, self._state.root()
+
+    def _fold(self, state: TreeState, tail: bytes | None, upto: int | None = None,
+              batch: int = 10_000) -> bytes | None:
+        """Append the stored leaves from ``state.size`` on, in index order, to ``state``.
+
+        Stops at ``upto``, at the end of the log, or before a missing index:
+        rows commit in index order, so a gap is a deletion, left to verification.
+        ``tail`` is the last leaf folded before; it is read again with the new
+        ones and must not have changed. Returns the new last leaf.
+        """
+        while upto is None or state.size < upto:
+            end = state.size + batch if upto is None else min(upto, state.size + batch)
+            first = state.size - 1 if tail is not None else state.size
+            with self._engine.connect() as conn:
+                rows = conn.execute(
+                    select(t.events.c.idx, t.events.c.leaf_hash)
+                    .where(t.events.c.idx >= first, t.events.c.idx < end)
+                    .order_by(t.events.c.idx)
+                ).all()
+            if tail is not None:
+                if not rows or int(rows[0].idx) != first or bytes(rows[0].leaf_hash) != tail:
+                    raise AuditError(
+                        f"refusing to sign: audit event {first} changed or vanished after it "
+                        "was read; the log was rewritten or rolled back")
+                rows = rows[1:]
+            for row in rows:
+                if int(row.idx) != state.size:
+                    return tail
+                tail = bytes(row.leaf_hash)
+                state.append(tail)
+            if state.size < end:
+                return tail
+        return tail
 
     # -- checkpoints ------------------------------------------------------------------
 
@@ -112,22 +147,34 @@ class AuditLog:
             if newest is None:
                 return
             checkpoint, text = newest
-            size, _ = self.head()
-            if size < checkpoint.size:
+            state = TreeState()
+            tail = self._fold(state, None, upto=checkpoint.size)
+            if state.size < checkpoint.size and self._leaves(state.size, checkpoint.size):
                 raise AuditError(
-                    f"refusing to write: the database holds {size} audit events but "
+                    f"refusing to write: audit event {state.size} is missing from the "
+                    "database; history was rewritten")
+            if state.size < checkpoint.size:
+                raise AuditError(
+                    f"refusing to write: the database holds {state.size} audit events but "
                     f"{checkpoint.size} were anchored; it was restored or rolled back")
-            prefix = root(self._leaves(0, checkpoint.size))
-            if prefix != checkpoint.root:
+            if state.root() != checkpoint.root:
                 raise AuditError(
                     f"refusing to write: the first {checkpoint.size} audit events in the "
                     "database do not match the anchored checkpoint; history was rewritten")
             self._last, self._last_text = checkpoint, text
+            with self._state_lock:
+                self._state, self._tail = state, tail
 
     def checkpoint(self) -> str | None:
         """Sign and publish the current head if it grew; return the newest checkpoint."""
         with self._lock:
             size, head_root = self.head()
+            with self._engine.connect() as conn:
+                stored = conn.execute(select(t.log_head.c.size)).scalar()
+            if stored is not None and stored < size:
+                raise AuditError(
+                    f"refusing to sign: the database's log head counts {stored} events but "
+                    f"{size} were read from it before; it was truncated or rolled back")
             if self._last is not None and size <= self._last.size:
                 return self._last_text
             if size == 0:
@@ -210,7 +257,9 @@ class AuditLog:
                                     sort_keys=True) + "\n")
         return target
 
-    def evidence(self, incident: str, out: Path) -> dict[str, Any]:
+    def evidence(self, incident: str, out: Path,
+                 serving_catalog: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Write the incident's evidence zip; ``serving_catalog`` describes today's catalog."""
         self.checkpoint()
         indices = [e["index"] for e in self.entries() if e["incident"] == incident]
         if not indices:
@@ -218,7 +267,7 @@ class AuditLog:
         summary = build_evidence_zip(
             out, incident, self.entries(), self.checkpoints(), self.vkey,
             incident_indices=indices, origin=self.origin,
-            created_at=self._clock.now().isoformat())
+            created_at=self._clock.now().isoformat(), serving_catalog=serving_catalog)
         return {"incident": incident, "path": str(out), "events": len(indices),
                 "summary": str(summary)}
 

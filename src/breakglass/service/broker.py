@@ -189,6 +189,7 @@ class Broker:
                 **key_info,
                 **({"workload": wl.name, "account": wl.account} if wl else {}),
                 **checked,
+                **({"catalog": self.policy.version} if self.policy.version else {}),
             })
             if auto:
                 how = f"runbook {runbook}" if runbook else "self-approval (zone allows it)"

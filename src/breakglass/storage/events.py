@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
+import psycopg
 from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import DBAPIError
 
-from breakglass.audit.canonical import canonical_json
-from breakglass.audit.merkle import TreeState, leaf_hash
+from breakglass.audit.canonical import canonical_split
+from breakglass.audit.merkle import leaf_hash
 from breakglass.storage import tables as t
 
 
@@ -87,6 +90,21 @@ def observe(engine: Engine, observer: EventObserver) -> Callable[[], None]:
     return remove
 
 
+def before_index(observer: EventObserver) -> EventObserver:
+    """Mark ``observer`` as not needing the event's index: it then runs before the log
+    head is taken (``event.index`` is -1), which keeps its queries out of the time the
+    head is held."""
+    setattr(observer, _BEFORE_INDEX, True)
+    return observer
+
+
+def runs_before_index(observer: EventObserver) -> bool:
+    return bool(getattr(observer, _BEFORE_INDEX, False))
+
+
+_BEFORE_INDEX = "breakglass_before_index"
+
+
 def observers_for(engine: Engine) -> tuple[EventObserver, ...]:
     with _observers_lock:
         return tuple(_observers.get(engine, ()))
@@ -96,38 +114,69 @@ def _drop(callback: Callable[[], None]) -> None:
     del callback
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An appended event before its index is known, with its leaf bytes around the index."""
+
+    event: Event
+    before: bytes
+    after: bytes
+
+
+PendingEvents = list[_Pending]
+
+# Takes the next indices and writes the leaves in one statement. The leaf hash is
+# SHA-256(0x00 || canonical JSON); the JSON is the client's bytes with the index,
+# known only here, spliced in where it sorts, so the log-head row is locked for
+# this statement and the commit sent with it, never across a round trip. The rows
+# travel as one JSON array: one parameter to bind, whatever the batch.
+_PG_FLUSH = """
+WITH head AS (
+    UPDATE log_head SET size = size + %(n)s WHERE id = 1 RETURNING size - %(n)s AS base
+)
+INSERT INTO events (idx, ts, actor, action, outcome, request_id, grant_id, incident, zone,
+                    rule, reason, payload, leaf_hash)
+SELECT head.base + v.pos, v.ts, v.actor, v.action, v.outcome, v.request_id, v.grant_id,
+       v.incident, v.zone, v.rule, v.reason, v.payload,
+       sha256('\\x00'::bytea || decode(v.before, 'hex')
+              || convert_to((head.base + v.pos)::text, 'UTF8') || decode(v.after, 'hex'))
+FROM head, json_to_recordset(%(rows)s::json) AS v(
+    pos bigint, ts timestamptz, actor text, action text, outcome text, request_id text,
+    grant_id text, incident text, zone text, rule text, reason text, payload json,
+    before text, after text)
+RETURNING idx
+"""
+
+
 class EventLog:
+    """Events of one transaction, written as leaves when it commits.
+
+    ``append`` checks and keeps an event; :meth:`flush` gives the kept events
+    the next indices, writes them and shows them to the observers (whose own
+    events are written in turn). Indices are taken last so the log head is
+    held only for the end of the transaction: on PostgreSQL, a transaction
+    with no observers writes its leaves and commits in one statement.
+    """
+
     def __init__(
         self,
-        conn: Connection,
+        conn: Callable[[], Connection],
         *,
         locking: bool,
         observers: tuple[EventObserver, ...] = (),
         after_commit: Callable[[Callable[[], None]], None] = _drop,
     ) -> None:
-        self._conn = conn
-        self._locking = locking
-        self._head: tuple[int, TreeState] | None = None
-        self._observers = observers
+        self._connect = conn
+        self._postgres = locking
+        self._pending: list[_Pending] = []
+        self._shown = 0  # how many of _pending the early observers have seen
+        self._early = tuple(o for o in observers if runs_before_index(o))
+        self._observers = tuple(o for o in observers if not runs_before_index(o))
         self._after_commit = after_commit
-
-    def _load_head(self) -> tuple[int, TreeState]:
-        if self._head is None:
-            query = select(t.log_head.c.size, t.log_head.c.state).where(t.log_head.c.id == 1)
-            if self._locking:
-                query = query.with_for_update()
-            row = self._conn.execute(query).first()
-            if row is None:
-                self._conn.execute(insert(t.log_head).values(id=1, size=0, state={}))
-                self._head = (0, TreeState())
-            else:
-                state = TreeState.from_json(row.state) if row.state else TreeState()
-                self._head = (int(row.size), state)
-        return self._head
 
     def last_index_of(self, request_id: str) -> int | None:
         """The newest event of a request: where it sits in the audit log."""
-        value = self._conn.execute(
+        value = self._connect().execute(
             select(func.max(t.events.c.idx)).where(t.events.c.request_id == request_id)
         ).scalar()
         return None if value is None else int(value)
@@ -146,10 +195,10 @@ class EventLog:
         rule: str | None = None,
         reason: str | None = None,
         payload: Mapping[str, Any] | None = None,
-    ) -> Event:
-        size, frontier = self._load_head()
+    ) -> None:
+        """Keep an event for this transaction; ``AuditError`` now if it cannot be hashed."""
         event = Event(
-            index=size,
+            index=-1,
             ts=ts,
             actor=actor,
             action=str(action),
@@ -162,34 +211,101 @@ class EventLog:
             reason=reason,
             payload=dict(payload or {}),
         )
-        digest = leaf_hash(canonical_json(event.record()))
-        frontier.append(digest)
-        self._conn.execute(
-            insert(t.events).values(
-                idx=event.index,
-                ts=ts,
-                actor=actor,
-                action=event.action,
-                outcome=outcome,
-                request_id=request_id,
-                grant_id=grant_id,
-                incident=incident,
-                zone=zone,
-                rule=rule,
-                reason=reason,
-                payload=event.payload,
-                leaf_hash=digest,
-            )
-        )
-        self._conn.execute(
-            update(t.log_head).where(t.log_head.c.id == 1).values(
-                size=size + 1, state=frontier.to_json()
-            )
-        )
-        self._head = (size + 1, frontier)
-        for observer in self._observers:
-            observer(Appended(event, self._conn, self, self._after_commit))
-        return event
+        before, after = canonical_split(event.record(), "index")
+        self._pending.append(_Pending(event, before, after))
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def take(self) -> PendingEvents:
+        """Hand the kept events over (to be written by another unit)."""
+        taken, self._pending, self._shown = self._pending, [], 0
+        return taken
+
+    def extend(self, pending: PendingEvents) -> None:
+        self._pending.extend(pending)
+
+    def flush(self, *, commit: bool = False) -> bool:
+        """Write the kept events; with ``commit``, commit too when nothing else must run first.
+
+        Observers marked :func:`before_index` see each event first (and may add
+        events); the others see it once it has its index, before the commit.
+        Returns whether the transaction was committed.
+        """
+        while True:
+            while self._shown < len(self._pending):
+                event = self._pending[self._shown].event
+                self._shown += 1
+                for observer in self._early:
+                    observer(Appended(event, self._connect(), self, self._after_commit))
+            if not self._pending:
+                return False
+            batch, self._pending, self._shown = self._pending, [], 0
+            last = commit and not self._observers
+            written = (self._write_postgres(batch, commit=last) if self._postgres
+                       else self._write_sqlite(batch))
+            for event in written:
+                for observer in self._observers:
+                    observer(Appended(event, self._connect(), self, self._after_commit))
+            if last:
+                return True
+
+    def _write_sqlite(self, batch: list[_Pending]) -> list[Event]:
+        # BEGIN IMMEDIATE already holds the database's write lock
+        conn = self._connect()
+        size = conn.execute(
+            select(t.log_head.c.size).where(t.log_head.c.id == 1)).scalar_one()
+        events = [replace(p.event, index=size + i) for i, p in enumerate(batch)]
+        rows = []
+        for p, event in zip(batch, events, strict=True):
+            data = p.before + str(event.index).encode() + p.after
+            rows.append({**_columns(event), "leaf_hash": leaf_hash(data)})
+        conn.execute(insert(t.events), rows)
+        conn.execute(update(t.log_head).where(t.log_head.c.id == 1)
+                           .values(size=size + len(batch)))
+        return events
+
+    def _write_postgres(self, batch: list[_Pending], *, commit: bool) -> list[Event]:
+        raw = self._connect().connection.driver_connection
+        if not isinstance(raw, psycopg.Connection):
+            raise TypeError("the PostgreSQL event log needs a psycopg 3 connection")
+        rows = [
+            {**_columns(p.event), "pos": i, "ts": p.event.ts.isoformat(),
+             "before": p.before.hex(), "after": p.after.hex()}
+            for i, p in enumerate(batch)
+        ]
+        query = _PG_FLUSH
+        autocommit = raw.autocommit
+        if commit:
+            query += "; COMMIT"
+            if raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                # nothing else ran: BEGIN travels with the leaves, one round trip in all
+                query = "BEGIN; " + query
+                raw.autocommit = True
+        try:
+            with psycopg.ClientCursor(raw) as cur:
+                cur.execute(query, {"n": len(batch), "rows": json.dumps(rows)})
+                while cur.description is None and cur.nextset():
+                    pass
+                indices = sorted(int(row[0]) for row in cur.fetchall())
+        except psycopg.Error as exc:  # raised as SQLAlchemy would, for the callers' handlers
+            raise DBAPIError.instance(query, None, exc, psycopg.Error) from exc
+        finally:
+            if raw.autocommit != autocommit:
+                if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    raw.rollback()  # the statement failed inside the BEGIN it sent
+                raw.autocommit = autocommit
+        return [replace(p.event, index=i) for p, i in zip(batch, indices, strict=True)]
+
+
+def _columns(event: Event) -> dict[str, Any]:
+    return {
+        "idx": event.index, "ts": event.ts, "actor": event.actor, "action": event.action,
+        "outcome": event.outcome, "request_id": event.request_id, "grant_id": event.grant_id,
+        "incident": event.incident, "zone": event.zone, "rule": event.rule,
+        "reason": event.reason, "payload": event.payload,
+    }
 
 
 def row_to_event(row: Any) -> Event:

@@ -177,6 +177,5 @@ log_head = Table(
     "log_head",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("size", BigInteger, nullable=False),
-    Column("state", JSON, nullable=False),
+    Column("size", BigInteger, nullable=False),  # the next event's index
 )
