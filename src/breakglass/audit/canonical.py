@@ -17,8 +17,10 @@ events well under ten seconds; the ``rfc8785`` package is the reference the
 tests compare against.
 
 A row's leaf is the canonical JSON of the row without ``leaf_hash``, the one
-field derived from the leaf; ``prev_hash`` (the hex leaf hash of the row
-before, ``None`` for row 0) is inside it, so the rows also form a hash chain.
+field derived from the leaf. A row sealed with :func:`seal_event` also carries
+``prev_hash`` (the hex leaf hash of the row before, ``None`` for row 0) inside
+it, so such rows form a hash chain too; the broker's own rows rely on the
+Merkle tree alone.
 """
 
 from __future__ import annotations
