@@ -262,8 +262,8 @@ class EventLog:
             data = p.before + str(event.index).encode() + p.after
             rows.append({**_columns(event), "leaf_hash": leaf_hash(data)})
         conn.execute(insert(t.events), rows)
-        conn.execute(update(t.log_head).where(t.log_head.c.id == 1)
-                           .values(size=size + len(batch)))
+        conn.execute(
+            update(t.log_head).where(t.log_head.c.id == 1).values(size=size + len(batch)))
         return events
 
     def _write_postgres(self, batch: list[_Pending], *, commit: bool) -> list[Event]:
