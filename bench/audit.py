@@ -14,15 +14,22 @@ and the latency of signing and anchoring a checkpoint. Indices are checked
 gapless afterwards. Merkle proof sizes and
 1,000,000-event verification are in ``bench/audit_merkle.py``.
 
-    python bench/audit.py [--events 3000] [--writers 8]
+PostgreSQL is measured on a private cluster with the server's durable defaults
+(fsync and synchronous_commit on: each commit waits for its WAL flush), started
+here and removed afterwards; ``--pg-admin-dsn`` measures an existing server
+instead. The settings in force are printed with the figures.
+
+    python bench/audit.py [--events 3000] [--writers 8] [--pg-admin-dsn DSN]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import multiprocessing
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -38,6 +45,7 @@ from psycopg import sql
 from sqlalchemy import Engine, select
 
 from breakglass.bootstrap import build_audit
+from breakglass.demo import local_postgres
 from breakglass.service.ports import SecretBox, SystemClock
 from breakglass.settings import Settings
 from breakglass.storage import tables as t
@@ -133,15 +141,33 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def durability(admin: str) -> str:
+    with psycopg.connect(admin) as conn:
+        found = {name: conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()
+                 for name in ("server_version", "fsync", "synchronous_commit", "wal_sync_method")}
+    return ", ".join(f"{name}={row[0] if row else '?'}" for name, row in found.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument("--pg-admin-dsn", help="measure this server instead of a private "
+                        "cluster with durable defaults (it must allow CREATE DATABASE)")
     args = parser.parse_args()
-    admin = os.environ.get("BG_TEST_PG_ADMIN_DSN")
-    if not admin:
-        sys.exit("BG_TEST_PG_ADMIN_DSN is not set: run scripts/services.sh start first")
     state = Path(tempfile.mkdtemp(prefix="bg-audit-bench-"))
+    os.chmod(state, 0o755)  # noqa: S103 - the postgres account must reach the private cluster
+    try:
+        with contextlib.ExitStack() as stack:
+            admin = args.pg_admin_dsn or stack.enter_context(local_postgres(state / "pg"))
+            if not admin:
+                sys.exit("no PostgreSQL binaries (initdb) found: pass --pg-admin-dsn")
+            run(args, admin, state)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, admin: str, state: Path) -> None:
 
     sqlite = make_engine(f"sqlite:///{state / 'audit.db'}")
     upgrade(sqlite)
@@ -159,6 +185,7 @@ def main() -> None:
     rate_pg_group = throughput(pg, args.events, args.writers, change=False)
     print(f"audit appends ({args.events} events per line; targets: SQLite >= 1000/s, "
           "PostgreSQL >= 2000/s)")
+    print(f"  PostgreSQL: {durability(admin)}")
     print("  with a state change, one transaction each")
     print(f"    SQLite, synchronous=FULL, 1 writer               {rate_sqlite:8.0f} /s")
     print(f"    SQLite, synchronous=FULL, 4 writers              {rate_sqlite_mt:8.0f} /s")
