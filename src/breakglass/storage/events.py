@@ -128,8 +128,8 @@ PendingEvents = list[_Pending]
 # Takes the next indices and writes the leaves in one statement. The leaf hash is
 # SHA-256(0x00 || canonical JSON); the JSON is the client's bytes with the index,
 # known only here, spliced in where it sorts, so the log-head row is locked for
-# this statement and the commit sent with it, never across a round trip. The rows
-# travel as one JSON array: one parameter to bind, whatever the batch.
+# this statement and the commit pipelined after it, never across a round trip. The
+# rows travel as one JSON array: one parameter to bind, whatever the batch.
 _PG_FLUSH = """
 WITH head AS (
     UPDATE log_head SET size = size + %(n)s WHERE id = 1 RETURNING size - %(n)s AS base
@@ -275,22 +275,25 @@ class EventLog:
              "before": p.before.hex(), "after": p.after.hex()}
             for i, p in enumerate(batch)
         ]
-        query = _PG_FLUSH
+        params = {"n": len(batch), "rows": json.dumps(rows)}
         autocommit = raw.autocommit
-        if commit:
-            query += "; COMMIT"
-            if raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-                # nothing else ran: BEGIN travels with the leaves, one round trip in all
-                query = "BEGIN; " + query
-                raw.autocommit = True
+        # BEGIN (if nothing else ran), the leaves and COMMIT go out together in pipeline mode:
+        # one round trip, and the statement is prepared once per connection, so the server
+        # neither parses nor plans it again
+        begin = commit and raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         try:
-            with psycopg.ClientCursor(raw) as cur:
-                cur.execute(query, {"n": len(batch), "rows": json.dumps(rows)})
-                while cur.description is None and cur.nextset():
-                    pass
-                indices = sorted(int(row[0]) for row in cur.fetchall())
+            if begin:
+                raw.autocommit = True
+            with raw.pipeline():
+                if begin:
+                    raw.execute("BEGIN")
+                cur = raw.cursor()
+                cur.execute(_PG_FLUSH, params, prepare=True)
+                if commit:
+                    raw.execute("COMMIT")
+            indices = sorted(int(row[0]) for row in cur.fetchall())
         except psycopg.Error as exc:  # raised as SQLAlchemy would, for the callers' handlers
-            raise DBAPIError.instance(query, None, exc, psycopg.Error) from exc
+            raise DBAPIError.instance(_PG_FLUSH, None, exc, psycopg.Error) from exc
         finally:
             if raw.autocommit != autocommit:
                 if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
