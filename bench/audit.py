@@ -6,7 +6,9 @@ with concurrent writers, for the broker's two paths:
 - with a state change: the event is written in the transaction of the change
   (here a read of the request row, then the event), one transaction each;
   on PostgreSQL as threads of one process and as separate processes (a fleet
-  of brokers sharing one database);
+  of brokers sharing one database), and once more with the event observers
+  ``serve`` registers (the notification observer needs the event's index, so
+  the commit then follows in a second round trip, the log head still held);
 - event only (refusals, logins, findings): concurrent writers' events share
   a transaction (group commit); each writer returns once its event is committed.
 
@@ -29,6 +31,7 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import queue
 import shutil
 import statistics
 import sys
@@ -45,7 +48,9 @@ from psycopg import sql
 from sqlalchemy import Engine, select
 
 from breakglass.bootstrap import build_audit
+from breakglass.catalog.loader import load_catalog
 from breakglass.demo import local_postgres
+from breakglass.notify.operations import build_operations
 from breakglass.service.ports import SecretBox, SystemClock
 from breakglass.settings import Settings
 from breakglass.storage import tables as t
@@ -82,8 +87,12 @@ def throughput(engine: Engine, events: int, writers: int, change: bool) -> float
     return per_writer * writers / (time.perf_counter() - start)
 
 
-def _process_writer(url: str, first: int, count: int, go: Any, done: Any) -> None:
+def _process_writer(url: str, first: int, count: int, go: Any, done: Any,
+                    observed: bool) -> None:
     engine = make_engine(url)
+    if observed:  # what `serve` registers: reviews, notifications and alerts, metrics
+        loaded = load_catalog(CATALOG, {"TEST_TARGET_DSN": "postgresql://bench@127.0.0.1:1/x"})
+        build_operations(loaded, engine, SystemClock())
     append(engine, first, True)  # connect and warm up before the clock starts
     go.wait()
     for i in range(first + 1, first + 1 + count):
@@ -92,20 +101,28 @@ def _process_writer(url: str, first: int, count: int, go: Any, done: Any) -> Non
     engine.dispose()
 
 
-def throughput_processes(url: str, events: int, writers: int) -> float:
+def throughput_processes(url: str, events: int, writers: int, observed: bool = False) -> float:
     per_writer = events // writers
     ctx = multiprocessing.get_context("spawn")
     go, done = ctx.Event(), ctx.Queue()
     base = next(_numbers)
     procs = [ctx.Process(target=_process_writer,
-                         args=(url, base + w * (per_writer + 1), per_writer, go, done))
+                         args=(url, base + w * (per_writer + 1), per_writer, go, done, observed))
              for w in range(writers)]
     for proc in procs:
         proc.start()
     time.sleep(3)  # every writer connected
     start = time.perf_counter()
     go.set()
-    total = sum(done.get() for _ in procs)
+    total = 0
+    for _ in procs:
+        while True:
+            try:
+                total += done.get(timeout=1)
+                break
+            except queue.Empty:
+                if any(proc.exitcode not in (None, 0) for proc in procs):
+                    sys.exit("a writer process failed; its traceback is above")
     elapsed = time.perf_counter() - start
     for proc in procs:
         proc.join()
@@ -182,6 +199,7 @@ def run(args: argparse.Namespace, admin: str, state: Path) -> None:
     upgrade(pg)
     rate_pg = throughput(pg, args.events, args.writers, change=True)
     rate_pg_procs = {n: throughput_processes(url, args.events, n) for n in (2, 4, args.writers)}
+    rate_pg_observed = throughput_processes(url, args.events, 2, observed=True)
     rate_pg_group = throughput(pg, args.events, args.writers, change=False)
     print(f"audit appends ({args.events} events per line; targets: SQLite >= 1000/s, "
           "PostgreSQL >= 2000/s)")
@@ -192,6 +210,7 @@ def run(args: argparse.Namespace, admin: str, state: Path) -> None:
     print(f"    PostgreSQL, {args.writers} writer threads in 1 process     {rate_pg:8.0f} /s")
     for n, rate in rate_pg_procs.items():
         print(f"    PostgreSQL, {n} writer processes                 {rate:8.0f} /s")
+    print(f"    PostgreSQL, 2 writer processes, observers of `serve` {rate_pg_observed:8.0f} /s")
     print("  event only, group commit")
     print(f"    SQLite, synchronous=FULL, {args.writers} writers              "
           f"{rate_sqlite_group:8.0f} /s")
