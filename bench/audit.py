@@ -6,9 +6,10 @@ with concurrent writers, for the broker's two paths:
 - with a state change: the event is written in the transaction of the change
   (here a read of the request row, then the event), one transaction each;
   on PostgreSQL as threads of one process and as separate processes (a fleet
-  of brokers sharing one database), and once more with the event observers
-  ``serve`` registers (the notification observer needs the event's index, so
-  the commit then follows in a second round trip, the log head still held);
+  of brokers sharing one database), and with the event observers ``serve``
+  registers, for an event they pass over and for one the alert rules look at
+  (the alert needs the event's index: the commit then follows the observer in
+  a second round trip, the log head held meanwhile);
 - event only (refusals, logins, findings): concurrent writers' events share
   a transaction (group commit); each writer returns once its event is committed.
 
@@ -60,12 +61,18 @@ from breakglass.storage.uow import UnitOfWork, make_engine
 CATALOG = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "catalog.yaml"
 
 
-def append(engine: Engine, i: int, change: bool = False) -> None:
+# an event the alert rules look at (a revocation: was it late?), with its grant
+WATCHED = "grant:revoked"
+
+
+def append(engine: Engine, i: int, change: bool = False,
+           action: str = "bench:event:appended") -> None:
     with UnitOfWork(engine) as uow:
         if change:  # what the broker does first: read the row it changes
             uow.connection.execute(select(t.requests.c.state)
                                    .where(t.requests.c.id == f"r-{i:012d}")).first()
-        uow.events.append(ts=datetime.now(UTC), actor="bench", action="bench:event:appended",
+        uow.events.append(ts=datetime.now(UTC), actor="bench", action=action,
+                          grant_id=f"g-{i:012d}" if action == WATCHED else None,
                           request_id=f"r-{i:012d}", incident="SEV-1000", zone="A",
                           payload={"i": i, "note": "synthetic"})
 
@@ -88,20 +95,22 @@ def throughput(engine: Engine, events: int, writers: int, change: bool) -> float
 
 
 def _process_writer(url: str, first: int, count: int, go: Any, done: Any,
-                    observed: bool) -> None:
+                    observed: str | None) -> None:
     engine = make_engine(url)
-    if observed:  # what `serve` registers: reviews, notifications and alerts, metrics
+    if observed is not None:  # what `serve` registers: reviews, notifications, alerts, metrics
         loaded = load_catalog(CATALOG, {"TEST_TARGET_DSN": "postgresql://bench@127.0.0.1:1/x"})
         build_operations(loaded, engine, SystemClock())
-    append(engine, first, True)  # connect and warm up before the clock starts
+    action = observed or "bench:event:appended"
+    append(engine, first, True, action)  # connect and warm up before the clock starts
     go.wait()
     for i in range(first + 1, first + 1 + count):
-        append(engine, i, True)
+        append(engine, i, True, action)
     done.put(count)
     engine.dispose()
 
 
-def throughput_processes(url: str, events: int, writers: int, observed: bool = False) -> float:
+def throughput_processes(url: str, events: int, writers: int,
+                         observed: str | None = None) -> float:
     per_writer = events // writers
     ctx = multiprocessing.get_context("spawn")
     go, done = ctx.Event(), ctx.Queue()
@@ -199,7 +208,8 @@ def run(args: argparse.Namespace, admin: str, state: Path) -> None:
     upgrade(pg)
     rate_pg = throughput(pg, args.events, args.writers, change=True)
     rate_pg_procs = {n: throughput_processes(url, args.events, n) for n in (2, 4, args.writers)}
-    rate_pg_observed = throughput_processes(url, args.events, 2, observed=True)
+    rate_pg_observed = {action: throughput_processes(url, args.events, 2, observed=action)
+                        for action in ("bench:event:appended", WATCHED)}
     rate_pg_group = throughput(pg, args.events, args.writers, change=False)
     print(f"audit appends ({args.events} events per line; targets: SQLite >= 1000/s, "
           "PostgreSQL >= 2000/s)")
@@ -210,7 +220,9 @@ def run(args: argparse.Namespace, admin: str, state: Path) -> None:
     print(f"    PostgreSQL, {args.writers} writer threads in 1 process     {rate_pg:8.0f} /s")
     for n, rate in rate_pg_procs.items():
         print(f"    PostgreSQL, {n} writer processes                 {rate:8.0f} /s")
-    print(f"    PostgreSQL, 2 writer processes, observers of `serve` {rate_pg_observed:8.0f} /s")
+    for action, rate in rate_pg_observed.items():
+        print(f"    PostgreSQL, 2 writer processes, observers of `serve`, {action:<20} "
+              f"{rate:8.0f} /s")
     print("  event only, group commit")
     print(f"    SQLite, synchronous=FULL, {args.writers} writers              "
           f"{rate_sqlite_group:8.0f} /s")

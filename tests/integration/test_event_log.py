@@ -13,7 +13,14 @@ from sqlalchemy.exc import DBAPIError
 from breakglass.audit.canonical import event_leaf_hash
 from breakglass.audit.merkle import TreeState
 from breakglass.storage import tables as t
-from breakglass.storage.events import Appended, before_index, observe, row_to_event
+from breakglass.storage.events import (
+    Appended,
+    EventLog,
+    before_index,
+    observe,
+    row_to_event,
+    wanting,
+)
 from breakglass.storage.migrate import alembic_config, upgrade
 from breakglass.storage.uow import UnitOfWork
 
@@ -171,6 +178,49 @@ def test_event_only_writers_commit_together_and_a_bad_event_fails_only_its_write
         set(range(writers * each)) - bad)
     assert all(leaf == event_leaf_hash(record) for _, leaf, record in rows)
     assert head_size(engine) == len(rows)
+
+
+def test_an_observer_sees_only_the_events_it_wants_and_holds_no_other_transaction(
+        engine: Engine) -> None:
+    seen: list[tuple[int, str]] = []
+    asked: list[int] = []
+
+    def observer(a: Appended) -> None:
+        seen.append((a.event.index, a.event.action))
+
+    def wants(event: object) -> bool:
+        asked.append(getattr(event, "index", None))  # type: ignore[arg-type]
+        return getattr(event, "action", None) == "test:event:wanted"
+
+    remove = observe(engine, wanting(observer, wants))
+    try:
+        with UnitOfWork(engine) as uow:
+            append(uow, 0)
+            uow.events.append(ts=NOW, actor="a", action="test:event:wanted")
+            append(uow, 2)
+    finally:
+        remove()
+    assert seen == [(1, "test:event:wanted")]
+    assert -1 in asked  # judged before the index was taken
+    assert [idx for idx, _, _ in stored(engine)] == [0, 1, 2]
+
+    # a transaction with nothing wanted: on PostgreSQL the leaves and the commit go together
+    with engine.connect() as conn:
+        conn.begin()
+        log = EventLog(lambda: conn, locking=engine.dialect.name == "postgresql",
+                       observers=(wanting(observer, wants),))
+        log.append(ts=NOW, actor="a", action="test:event:ignored")
+        assert log.flush(commit=True) is True
+        if engine.dialect.name == "postgresql":
+            raw = conn.connection.driver_connection
+            assert raw.info.transaction_status == raw.info.transaction_status.IDLE  # type: ignore[union-attr]
+        conn.commit()
+        conn.begin()
+        log.append(ts=NOW, actor="a", action="test:event:wanted")
+        assert log.flush(commit=True) is False  # held for the observer, committed after it
+        conn.commit()
+    assert seen == [(1, "test:event:wanted"), (4, "test:event:wanted")]
+    assert head_size(engine) == 5
 
 
 def test_observers_that_need_no_index_run_before_the_head_is_taken(engine: Engine) -> None:

@@ -17,6 +17,7 @@ event can be tied to them:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from fnmatch import fnmatchcase
 from typing import Any
@@ -90,30 +91,35 @@ class AlertRules:
     def __init__(self, rules: AlertRulesConfig) -> None:
         self._rules = rules
 
+    def wants(self, event: Event) -> bool:
+        """Whether any rule looks at ``event`` (asked before it has its index)."""
+        return bool(self._checks(event))
+
     def evaluate(self, a: Appended) -> list[Message]:
-        event, rules = a.event, self._rules
-        found: list[Message] = []
+        return [m for check in self._checks(a.event) if (m := check(a)) is not None]
+
+    def _checks(self, event: Event) -> list[Callable[[Appended], Message | None]]:
+        """The rules that apply to ``event``, judged from the event alone."""
+        rules = self._rules
+        found: list[Callable[[Appended], Message | None]] = []
         if rules.zone_c_activation and event.action == EventTag.REQUEST_ACTIVE \
                 and event.zone == "C":
-            found.append(self._zone_c(a))
+            found.append(self._zone_c)
         if rules.identity_change.enabled and event.action == EventTag.HIGH_RISK_ACTION:
-            found.append(self._identity_change(a))
+            found.append(self._identity_change)
         named = self._named(event)
         if named is not None:
-            found.append(self._flagged(a, named))
+            found.append(lambda a: self._flagged(a, named))
         lag_limit = rules.late_revocation_after
         if lag_limit is not None and event.grant_id and event.action in (
                 EventTag.GRANT_EXPIRED, EventTag.GRANT_REVOKED):
-            late = self._late(a, lag_limit)
-            if late is not None:
-                found.append(late)
-        if rules.violation_burst is not None and event.outcome == "denied" \
+            found.append(lambda a: self._late(a, lag_limit))
+        burst = rules.violation_burst
+        if burst is not None and event.outcome == "denied" \
                 and event.actor not in _NOT_PRINCIPALS:
-            burst = self._burst(a, rules.violation_burst.refusals, rules.violation_burst.within)
-            if burst is not None:
-                found.append(burst)
+            found.append(lambda a: self._burst(a, burst.refusals, burst.within))
         if rules.review_overdue and event.action == EventTag.REVIEW_OVERDUE:
-            found.append(self._review_overdue(a))
+            found.append(self._review_overdue)
         return found
 
     # -- rules ------------------------------------------------------------------------

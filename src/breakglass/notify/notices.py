@@ -16,7 +16,7 @@ from breakglass.domain.events import EventTag
 from breakglass.domain.model import AccessRequest, Policy
 from breakglass.notify.outbox import Message, seen
 from breakglass.notify.people import eligible_approvers
-from breakglass.storage.events import Appended
+from breakglass.storage.events import Appended, Event
 from breakglass.storage.repository import RequestRepository
 
 _CLOSING = {
@@ -50,6 +50,12 @@ def request_data(req: AccessRequest) -> dict[str, Any]:
         "state": req.state.value,
         "approvals": [a.approver for a in req.approvals],
     }
+
+
+def wanted(event: Event) -> bool:
+    """Whether ``event`` may notify anybody (asked before it has its index)."""
+    return (event.action in WATCHED and event.request_id is not None) or \
+        event.action == EventTag.REVIEW_OPENED
 
 
 def approver_notices(a: Appended, policy: Policy, catalog: Catalog) -> list[Message]:

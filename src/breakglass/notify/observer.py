@@ -1,8 +1,9 @@
 """The event observer that writes notifications and alerts into the outbox.
 
-It runs inside the transaction of every audit event (see
-:func:`breakglass.storage.events.observe`), so the outbox row commits or rolls
-back with the event. It wakes the delivery worker only after the commit.
+It runs inside the transaction of each audit event it wants (see
+:func:`breakglass.storage.events.observe` and ``wanting``), so the outbox row
+commits or rolls back with the event. It wakes the delivery worker only after
+the commit. A transaction with no such event is not held for it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from breakglass.catalog.loader import LoadedCatalog
 from breakglass.notify import outbox
 from breakglass.notify.alerts import AlertRules
 from breakglass.notify.config import NotifySettings
-from breakglass.notify.notices import approver_notices, review_notice
+from breakglass.notify.notices import approver_notices, review_notice, wanted
 from breakglass.notify.outbox import Message
-from breakglass.storage.events import Appended, EventObserver
+from breakglass.storage.events import Appended, Event, EventObserver
 
 log = structlog.get_logger("breakglass.notify")
 
@@ -31,6 +32,11 @@ class NotifyObserver:
         self._catalog = loaded.catalog
         self._rules = AlertRules(settings.rules)
         self._wake = wake
+
+    def wants(self, event: Event) -> bool:
+        """The events this observer acts on: an alert rule applies, or somebody is told."""
+        return self._rules.wants(event) or (
+            self._settings.notify_approvers and bool(self._settings.sinks) and wanted(event))
 
     def __call__(self, a: Appended) -> None:
         messages = self._rules.evaluate(a)

@@ -105,6 +105,26 @@ def runs_before_index(observer: EventObserver) -> bool:
 _BEFORE_INDEX = "breakglass_before_index"
 
 
+def wanting(observer: EventObserver, wants: Callable[[Event], bool]) -> EventObserver:
+    """Mark ``observer`` as acting only on the events ``wants`` accepts.
+
+    ``wants`` is asked before the event has its index (``event.index`` is -1)
+    and must accept every event the observer would act on. A transaction none
+    of whose events an index-needing observer wants commits with its leaves, in
+    the same message, instead of holding the log head for the observers.
+    """
+    setattr(observer, _WANTS, wants)
+    return observer
+
+
+def _wanted_by(observer: EventObserver, event: Event) -> bool:
+    wants: Callable[[Event], bool] | None = getattr(observer, _WANTS, None)
+    return True if wants is None else wants(event)
+
+
+_WANTS = "breakglass_wants"
+
+
 def observers_for(engine: Engine) -> tuple[EventObserver, ...]:
     with _observers_lock:
         return tuple(_observers.get(engine, ()))
@@ -230,7 +250,8 @@ class EventLog:
         """Write the kept events; with ``commit``, commit too when nothing else must run first.
 
         Observers marked :func:`before_index` see each event first (and may add
-        events); the others see it once it has its index, before the commit.
+        events); the others see the events they want (:func:`wanting`) once they
+        have their indices, before the commit.
         Returns whether the transaction was committed.
         """
         while True:
@@ -242,12 +263,14 @@ class EventLog:
             if not self._pending:
                 return False
             batch, self._pending, self._shown = self._pending, [], 0
-            last = commit and not self._observers
+            late = [o for o in self._observers if any(_wanted_by(o, p.event) for p in batch)]
+            last = commit and not late
             written = (self._write_postgres(batch, commit=last) if self._postgres
                        else self._write_sqlite(batch))
             for event in written:
-                for observer in self._observers:
-                    observer(Appended(event, self._connect(), self, self._after_commit))
+                for observer in late:
+                    if _wanted_by(observer, event):
+                        observer(Appended(event, self._connect(), self, self._after_commit))
             if last:
                 return True
 
