@@ -94,7 +94,7 @@ def throughput(engine: Engine, events: int, writers: int, change: bool) -> float
     return per_writer * writers / (time.perf_counter() - start)
 
 
-def _process_writer(url: str, first: int, count: int, go: Any, done: Any,
+def _process_writer(url: str, first: int, count: int, ready: Any, done: Any,
                     observed: str | None) -> None:
     engine = make_engine(url)
     if observed is not None:  # what `serve` registers: reviews, notifications, alerts, metrics
@@ -102,7 +102,7 @@ def _process_writer(url: str, first: int, count: int, go: Any, done: Any,
         build_operations(loaded, engine, SystemClock())
     action = observed or "bench:event:appended"
     append(engine, first, True, action)  # connect and warm up before the clock starts
-    go.wait()
+    ready.wait()  # the clock starts once every writer is here
     for i in range(first + 1, first + 1 + count):
         append(engine, i, True, action)
     done.put(count)
@@ -113,16 +113,20 @@ def throughput_processes(url: str, events: int, writers: int,
                          observed: str | None = None) -> float:
     per_writer = events // writers
     ctx = multiprocessing.get_context("spawn")
-    go, done = ctx.Event(), ctx.Queue()
+    # started processes import and connect first: the clock waits for the last of them
+    ready, done = ctx.Barrier(writers + 1), ctx.Queue()
     base = next(_numbers)
     procs = [ctx.Process(target=_process_writer,
-                         args=(url, base + w * (per_writer + 1), per_writer, go, done, observed))
+                         args=(url, base + w * (per_writer + 1), per_writer, ready, done, observed))
              for w in range(writers)]
     for proc in procs:
         proc.start()
-    time.sleep(3)  # every writer connected
+    try:
+        ready.wait(timeout=300)
+    except threading.BrokenBarrierError:
+        ready.abort()
+        sys.exit("a writer process did not get ready; its traceback is above")
     start = time.perf_counter()
-    go.set()
     total = 0
     for _ in procs:
         while True:
