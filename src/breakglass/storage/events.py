@@ -252,7 +252,8 @@ class EventLog:
         Observers marked :func:`before_index` see each event first (and may add
         events); the others see the events they want (:func:`wanting`) once they
         have their indices, before the commit.
-        Returns whether the transaction was committed.
+        Returns whether nothing was left to run before the commit: on PostgreSQL the
+        commit then went with the leaves; on SQLite the caller's commit follows.
         """
         while True:
             while self._shown < len(self._pending):
