@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -85,16 +86,28 @@ def verify_online(client: ApiClient, vkey: str | None) -> VerifyReport:
     name, public_key = parse_vkey(vkey or client.raw("GET", "/v1/audit/key").decode().strip())
     checkpoints = client.call("GET", "/v1/audit/checkpoints")
 
-    def pages() -> Iterator[dict[str, Any]]:
-        start = 0
-        while True:
-            page = client.call("GET", "/v1/audit/entries", params={"start": start})
-            if not page:
-                return
-            yield from page
-            start = page[-1]["index"] + 1
+    return verify_log(_entries(client), checkpoints, public_key, name, name)
 
-    return verify_log(pages(), checkpoints, public_key, name, name)
+
+def _entries(client: ApiClient) -> Iterator[dict[str, Any]]:
+    """Every entry in pages, the next one fetched while this one is verified."""
+
+    def fetch(start: int) -> list[dict[str, Any]]:
+        page: list[dict[str, Any]] = client.call("GET", "/v1/audit/entries",
+                                                 params={"start": start})
+        return page
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        start = 0
+        pending = pool.submit(fetch, start)
+        while page := pending.result():
+            last = page[-1].get("index") if isinstance(page[-1], dict) else None
+            if type(last) is not int or last < start:
+                yield from page  # a page that does not move on: verify what came, stop
+                return
+            start = last + 1
+            pending = pool.submit(fetch, start)
+            yield from page
 
 
 def verify_export(directory: Path, vkey: str | None) -> VerifyReport:
