@@ -96,6 +96,13 @@ def local_postgres(workdir: Path) -> Iterator[str | None]:
 def run_demo(port: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="breakglass-demo-"))
     os.chmod(workdir, 0o755)  # noqa: S103 - the postgres account must reach its data dir
+    try:
+        _serve_demo(port, workdir)
+    finally:  # once the cluster has stopped: its data directory is in here
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _serve_demo(port: int, workdir: Path) -> None:
     server = f"http://127.0.0.1:{port}"
     with local_postgres(workdir / "pg") as dsn:
         if dsn is not None:
@@ -122,8 +129,5 @@ Zone C needs two approvers outside alice's team:
   breakglass login --dev dave && breakglass approve <REQUEST_ID>
 Press Ctrl-C to stop; the private PostgreSQL cluster is removed with it.
 """)
-        try:
-            run_server(CATALOG, db_url=f"sqlite:///{workdir / 'breakglass.db'}", host="127.0.0.1",
-                       port=port, dev=True, state_dir=workdir)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        run_server(CATALOG, db_url=f"sqlite:///{workdir / 'breakglass.db'}", host="127.0.0.1",
+                   port=port, dev=True, state_dir=workdir)
