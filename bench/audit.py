@@ -51,6 +51,7 @@ from sqlalchemy import Engine, select
 from breakglass.bootstrap import build_audit
 from breakglass.catalog.loader import load_catalog
 from breakglass.demo import local_postgres
+from breakglass.domain.events import EventTag
 from breakglass.notify.operations import build_operations
 from breakglass.service.ports import SecretBox, SystemClock
 from breakglass.settings import Settings
@@ -62,7 +63,7 @@ CATALOG = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "catal
 
 
 # an event the alert rules look at (a revocation: was it late?), with its grant
-WATCHED = "grant:revoked"
+WATCHED = str(EventTag.GRANT_REVOKED)
 
 
 def append(engine: Engine, i: int, change: bool = False,
@@ -225,7 +226,7 @@ def run(args: argparse.Namespace, admin: str, state: Path) -> None:
     for n, rate in rate_pg_procs.items():
         print(f"    PostgreSQL, {n} writer processes                 {rate:8.0f} /s")
     for action, rate in rate_pg_observed.items():
-        print(f"    PostgreSQL, 2 writer processes, observers of `serve`, {action:<20} "
+        print(f"    PostgreSQL, 2 writer processes, observers of `serve`, {action:<24} "
               f"{rate:8.0f} /s")
     print("  event only, group commit")
     print(f"    SQLite, synchronous=FULL, {args.writers} writers              "
