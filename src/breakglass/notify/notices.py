@@ -52,15 +52,22 @@ def request_data(req: AccessRequest) -> dict[str, Any]:
     }
 
 
+def _asks_approvers(event: Event) -> bool:
+    return event.action in WATCHED and event.request_id is not None
+
+
+def _assigns_review(event: Event) -> bool:
+    return event.action == EventTag.REVIEW_OPENED
+
+
 def wanted(event: Event) -> bool:
     """Whether ``event`` may notify anybody (asked before it has its index)."""
-    return (event.action in WATCHED and event.request_id is not None) or \
-        event.action == EventTag.REVIEW_OPENED
+    return _asks_approvers(event) or _assigns_review(event)
 
 
 def approver_notices(a: Appended, policy: Policy, catalog: Catalog) -> list[Message]:
     event = a.event
-    if event.action not in WATCHED or event.request_id is None:
+    if not _asks_approvers(event) or event.request_id is None:
         return []
     req = RequestRepository(a.connection, locking=False).get(event.request_id)
     if event.action == EventTag.EXTENSION_REQUESTED or event.action in _EXTENSION:
@@ -141,7 +148,7 @@ def _notice(topic: str, index: int, summary: str, data: dict[str, Any], recipien
 def review_notice(a: Appended) -> list[Message]:
     """Tell the assigned reviewer about a new review."""
     event = a.event
-    if event.action != EventTag.REVIEW_OPENED:
+    if not _assigns_review(event):
         return []
     reviewer = event.payload.get("reviewer")
     review_id = str(event.payload.get("review", ""))

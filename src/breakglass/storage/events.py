@@ -264,14 +264,13 @@ class EventLog:
             if not self._pending:
                 return False
             batch, self._pending, self._shown = self._pending, [], 0
-            late = [o for o in self._observers if any(_wanted_by(o, p.event) for p in batch)]
-            last = commit and not late
+            wanted = [[o for o in self._observers if _wanted_by(o, p.event)] for p in batch]
+            last = commit and not any(wanted)
             written = (self._write_postgres(batch, commit=last) if self._postgres
                        else self._write_sqlite(batch))
-            for event in written:
-                for observer in late:
-                    if _wanted_by(observer, event):
-                        observer(Appended(event, self._connect(), self, self._after_commit))
+            for event, observers in zip(written, wanted, strict=True):
+                for observer in observers:
+                    observer(Appended(event, self._connect(), self, self._after_commit))
             if last:
                 return True
 
