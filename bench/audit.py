@@ -46,7 +46,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 
 from breakglass.bootstrap import build_audit
 from breakglass.catalog.loader import load_catalog
@@ -66,12 +66,15 @@ CATALOG = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "catal
 WATCHED = str(EventTag.GRANT_REVOKED)
 
 
+# the read a state change starts with, built once as the repositories build theirs
+READ = select(t.requests.c.state).where(t.requests.c.id == bindparam("id"))
+
+
 def append(engine: Engine, i: int, change: bool = False,
            action: str = "bench:event:appended") -> None:
     with UnitOfWork(engine) as uow:
         if change:  # what the broker does first: read the row it changes
-            uow.connection.execute(select(t.requests.c.state)
-                                   .where(t.requests.c.id == f"r-{i:012d}")).first()
+            uow.connection.execute(READ, {"id": f"r-{i:012d}"}).first()
         uow.events.append(ts=datetime.now(UTC), actor="bench", action=action,
                           grant_id=f"g-{i:012d}" if action == WATCHED else None,
                           request_id=f"r-{i:012d}", incident="SEV-1000", zone="A",
