@@ -66,7 +66,7 @@ CATALOG = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "catal
 WATCHED = str(EventTag.GRANT_REVOKED)
 
 
-# the read a state change starts with, built once as the repositories build theirs
+# the read a state change starts with; built once, so its construction is not timed
 READ = select(t.requests.c.state).where(t.requests.c.id == bindparam("id"))
 
 
