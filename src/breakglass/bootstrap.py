@@ -25,6 +25,7 @@ from breakglass.catalog.loader import LoadedCatalog, load_catalog
 from breakglass.connectors import Connector, connector_class
 from breakglass.domain.errors import CatalogError, NotFound, Unauthenticated
 from breakglass.domain.events import EventTag
+from breakglass.domain.model import Principal
 from breakglass.domain.policy import Denied
 from breakglass.identity.devissuer import DevIssuer
 from breakglass.identity.jwks import JwksCache
@@ -36,6 +37,7 @@ from breakglass.service.broker import Broker
 from breakglass.service.expiry import ExpiryLoop
 from breakglass.service.incidents import HttpIncidentDirectory
 from breakglass.service.ports import Clock, SecretBox, SystemClock
+from breakglass.service.sessions import SessionLog
 from breakglass.settings import Settings
 from breakglass.storage.migrate import upgrade
 from breakglass.storage.uow import UnitOfWork, make_engine
@@ -59,7 +61,19 @@ class Container:
     expiry: ExpiryLoop | None = None
     checkpoints: CheckpointLoop | None = None
     operations: Operations | None = None
+    sessions: SessionLog | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def authenticate(self, token: str, channel: str) -> Principal:
+        """The caller behind ``token``; a refusal and a token's first use are audit events."""
+        try:
+            principal = self.authenticator.authenticate(token)
+        except Unauthenticated as exc:
+            self.record_auth_refusal(exc)
+            raise
+        if self.sessions is not None:
+            self.sessions.started(token, principal, channel)
+        return principal
 
     def dev_login(self, username: str) -> tuple[str, int]:
         """Issue a dev token for a directory user (``serve --dev`` only)."""
@@ -242,4 +256,6 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool =
                      authenticator=_authenticator(loaded, clock, dev_issuer) if serves_api
                      else DevIssuer().verifier(clock=clock.now), clock=clock,
                      dev_issuer=dev_issuer, connectors=connectors,
-                     operations=build_operations(loaded, engine, clock))
+                     operations=build_operations(loaded, engine, clock),
+                     sessions=SessionLog(lambda: UnitOfWork(engine), clock) if serves_api
+                     else None)

@@ -9,8 +9,10 @@ and confirms the code in "their browser" (:func:`sign_in`).
 from __future__ import annotations
 
 import json
+import sqlite3
 import stat
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -162,3 +164,32 @@ def test_logout_removes_the_token_and_later_calls_need_a_login(cli: OidcCli) -> 
     assert "bearer token is required" in lines[0]
     assert "breakglass login" in lines[0]
     assert cli.run("dave", "logout").stdout.strip() == "no stored token"
+
+
+def test_each_token_s_first_use_is_a_session_event_without_the_token(
+        cli: OidcCli, broker: Broker) -> None:
+    issuer = require("BG_TEST_OIDC_ISSUER")
+    assert cli.run("alice", "list", "--json").returncode == 0
+    assert cli.run("alice", "list", "--json").returncode == 0
+    with closing(sqlite3.connect(f"file:{broker.db}?mode=ro", uri=True, timeout=10)) as conn:
+        rows = conn.execute("SELECT actor, payload FROM events WHERE action = ? ORDER BY idx",
+                            ("identity:session:started",)).fetchall()
+    sessions: dict[str, list[dict[str, Any]]] = {}
+    for actor, payload in rows:
+        sessions.setdefault(actor, []).append(json.loads(payload))
+    # alice used one token for every call; carol's was refreshed once (a second session)
+    assert len(sessions["alice"]) == 1
+    assert len(sessions["carol"]) == 2
+    [alice] = sessions["alice"]
+    assert (alice["issuer"], alice["kind"], alice["channel"]) == (issuer, "human", "api")
+    assert alice["subject"]
+    assert alice["mfa"] is True
+    assert alice["groups"] == ["oncall", "team:platform"]
+    assert datetime.fromisoformat(alice["expires_at"]) > datetime.now(UTC)
+    [erin] = sessions["erin"]
+    assert erin["mfa"] is False
+    stored = b"".join(p.read_bytes() for p in broker.db.parent.glob(broker.db.name + "*"))
+    for user in ("alice", "carol", "erin"):
+        token = json.loads(cli.token_file(user).read_text())["access_token"]
+        assert token.encode() not in stored
+        assert token.rsplit(".", 1)[1].encode() not in stored

@@ -29,11 +29,7 @@ def current_principal(
     if creds is None or not creds.credentials:
         raise Unauthenticated("a bearer token is required (breakglass login)",
                               rule="identity.token_missing")
-    try:
-        return c.authenticator.authenticate(creds.credentials)
-    except Unauthenticated as exc:
-        c.record_auth_refusal(exc)
-        raise
+    return c.authenticate(creds.credentials, "api")
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -40,6 +40,7 @@ class EventTag(StrEnum):
     CREDENTIAL_VIEWED = "grant:credential:viewed"
     CREDENTIAL_REFUSED = "grant:credential:refused"
     LOGIN = "identity:login:issued"
+    SESSION_STARTED = "identity:session:started"
     AUTH_REFUSED = "identity:token:refused"
     HIGH_RISK_ACTION = "grant:action:high_risk"
     REVIEW_OPENED = "review:access:opened"

@@ -292,13 +292,14 @@ def to_ocsf(entry: dict[str, Any]) -> dict[str, Any]:
     verb = entry["action"].rsplit(":", 1)[-1]
     activity = {"created": 1, "added": 1, "issued": 1, "activated": 1, "auto": 1,
                 "revoked": 2, "expired": 2, "ended": 2, "denied": 2, "cancelled": 2}
+    activity_id = 1 if class_uid == 3002 else activity.get(verb, 99)  # Authentication: Logon
     return {
         "class_uid": class_uid,
         "class_name": class_name,
         "category_uid": category_uid,
-        "activity_id": activity.get(verb, 99),
+        "activity_id": activity_id,
         "activity_name": entry["action"],
-        "type_uid": class_uid * 100 + activity.get(verb, 99),
+        "type_uid": class_uid * 100 + activity_id,
         "time": entry["ts"],
         "severity_id": 1 if entry["outcome"] == "ok" else 4,
         "status_id": 1 if entry["outcome"] == "ok" else 2,

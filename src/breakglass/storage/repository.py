@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from breakglass.domain.errors import Conflict, NotFound
 from breakglass.domain.model import (
@@ -378,3 +379,27 @@ class GrantRepository:
 
     def drop_secret(self, grant_id: str) -> None:
         self._conn.execute(delete(t.credentials).where(t.credentials.c.grant_id == grant_id))
+
+
+class SessionRepository:
+    """Identity-provider tokens already seen, by their SHA-256 (never the token itself)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def first_use(self, token_sha256: bytes, principal: str, now: datetime,
+                  expires_at: datetime) -> bool:
+        """Note the token; ``True`` only for the one caller, of any broker, that saw it first.
+
+        Rows of tokens that expired before ``now`` go in the same transaction.
+        """
+        self._conn.execute(delete(t.sessions).where(t.sessions.c.expires_at < now))
+        dialect = self._conn.dialect.name
+        upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t.sessions)
+        result = self._conn.execute(
+            upsert.values(token_sha256=token_sha256, principal=principal, first_seen=now,
+                          expires_at=max(expires_at, now))
+            .on_conflict_do_nothing(index_elements=[t.sessions.c.token_sha256])
+            .returning(t.sessions.c.first_seen)
+        )
+        return result.first() is not None

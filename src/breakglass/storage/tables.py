@@ -179,3 +179,14 @@ log_head = Table(
     Column("id", Integer, primary_key=True),
     Column("size", BigInteger, nullable=False),  # the next event's index
 )
+
+# identity-provider tokens the broker has seen, by SHA-256 of the token: the first use of
+# each is an audit event; rows go once the token has expired
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("token_sha256", LargeBinary(32), primary_key=True),
+    Column("principal", String(200), nullable=False),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)

@@ -18,7 +18,11 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Connection, Engine, create_engine, event
 
 from breakglass.storage.events import Event, EventLog, PendingEvents, iter_events, observers_for
-from breakglass.storage.repository import GrantRepository, RequestRepository
+from breakglass.storage.repository import (
+    GrantRepository,
+    RequestRepository,
+    SessionRepository,
+)
 
 
 def make_engine(url: str) -> Engine:
@@ -95,6 +99,10 @@ class UnitOfWork:
         if self._grants is None:
             self._grants = GrantRepository(self._connection(), locking=self._locking)
         return self._grants
+
+    @property
+    def sessions(self) -> SessionRepository:
+        return SessionRepository(self._connection())
 
     def __exit__(
         self,

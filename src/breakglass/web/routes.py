@@ -68,11 +68,7 @@ def login(request: Request, _: Csrf, c: ContainerDep, username: Short = "",
             raise Unauthenticated("paste the access_token that breakglass login saved in "
                                   "~/.config/breakglass/token.json",
                                   rule="identity.token_missing")
-        try:
-            c.authenticator.authenticate(token)
-        except Unauthenticated as exc:
-            c.record_auth_refusal(exc)
-            raise
+        c.authenticate(token, "web")
     response = _see("/ui/")
     set_cookie(request, response, SESSION_COOKIE, token, max_age)
     return response

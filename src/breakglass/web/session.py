@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from breakglass.api.deps import ContainerDep
-from breakglass.domain.errors import PolicyRefused, Unauthenticated
+from breakglass.domain.errors import PolicyRefused
 from breakglass.domain.model import Principal
 
 SESSION_COOKIE = "bg_session"
@@ -93,11 +93,7 @@ def web_principal(request: Request, c: ContainerDep) -> Principal:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise LoginRequired
-    try:
-        return c.authenticator.authenticate(token)
-    except Unauthenticated as exc:
-        c.record_auth_refusal(exc)
-        raise
+    return c.authenticate(token, "web")
 
 
 Csrf = Annotated[None, Depends(check_csrf)]
