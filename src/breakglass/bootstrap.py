@@ -96,11 +96,26 @@ class Container:
         return token, int(DEV_TOKEN_TTL.total_seconds())
 
     def check_hook_secret(self, presented: str) -> None:
-        expected = os.environ.get("BREAKGLASS_INCIDENT_HOOK_SECRET", "")
+        self._check_shared_secret(
+            presented, os.environ.get("BREAKGLASS_INCIDENT_HOOK_SECRET", ""),
+            Unauthenticated("invalid incident hook secret", rule="identity.hook_secret"))
+
+    def check_metrics_token(self, presented: str) -> None:
+        """``GET /metrics``: the configured scrape token; open without one on ``--dev`` only."""
+        expected = self.settings.metrics_token
+        if expected is None and self.settings.dev:
+            return
+        self._check_shared_secret(presented, expected or "", Unauthenticated(
+            "the metrics scrape token is missing or wrong" if expected else
+            "/metrics needs a scrape token: set BREAKGLASS_METRICS_TOKEN (or _FILE) on the "
+            "broker and give Prometheus the same value as its bearer token",
+            rule="identity.metrics_token"))
+
+    def _check_shared_secret(self, presented: str, expected: str,
+                             refusal: Unauthenticated) -> None:
         if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
-            exc = Unauthenticated("invalid incident hook secret", rule="identity.hook_secret")
-            self.record_auth_refusal(exc)
-            raise exc
+            self.record_auth_refusal(refusal)
+            raise refusal
 
     def record_auth_refusal(self, exc: Unauthenticated) -> None:
         with UnitOfWork(self.engine) as uow:

@@ -34,6 +34,7 @@ class Settings:
     anchor_s3_prefix: str = "breakglass"
     anchor_s3_endpoint: str | None = None
     anchor_retention_days: int = 3650
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(
@@ -71,4 +72,23 @@ class Settings:
             anchor_s3_prefix=env.get("BREAKGLASS_ANCHOR_S3_PREFIX", "breakglass"),
             anchor_s3_endpoint=env.get("BREAKGLASS_ANCHOR_S3_ENDPOINT") or None,
             anchor_retention_days=int(env.get("BREAKGLASS_ANCHOR_RETENTION_DAYS", "3650")),
+            metrics_token=_metrics_token(env),
         )
+
+
+MIN_METRICS_TOKEN_CHARS = 24
+
+
+def _metrics_token(env: Mapping[str, str]) -> str | None:
+    """The bearer token Prometheus presents to ``GET /metrics``, if one is configured."""
+    token = env.get("BREAKGLASS_METRICS_TOKEN")
+    if not token and env.get("BREAKGLASS_METRICS_TOKEN_FILE"):
+        token = Path(env["BREAKGLASS_METRICS_TOKEN_FILE"]).read_text().strip()
+    if not token:
+        return None
+    if len(token) < MIN_METRICS_TOKEN_CHARS or not token.isprintable() or " " in token:
+        raise InvalidInput(
+            f"BREAKGLASS_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_CHARS} printable "
+            "characters without spaces (e.g. python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')", rule="settings.metrics_token")
+    return token

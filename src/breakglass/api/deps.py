@@ -33,3 +33,13 @@ def current_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def metrics_scraper(
+    c: ContainerDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    c.check_metrics_token(creds.credentials if creds is not None else "")
+
+
+MetricsScraper = Annotated[None, Depends(metrics_scraper)]

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
-from breakglass.api.deps import ContainerDep, CurrentPrincipal
+from breakglass.api.deps import ContainerDep, CurrentPrincipal, MetricsScraper
 from breakglass.bootstrap import Container
 from breakglass.domain.errors import NotFound
 from breakglass.notify.operations import Operations
@@ -44,7 +44,7 @@ def _ops(c: Container) -> Operations:
 
 
 @router.get("/metrics", include_in_schema=False)
-def prometheus_metrics(c: ContainerDep) -> Response:
+def prometheus_metrics(_: MetricsScraper, c: ContainerDep) -> Response:
     return Response(_ops(c).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
