@@ -188,9 +188,9 @@ def test_an_observer_sees_only_the_events_it_wants_and_holds_no_other_transactio
     def observer(a: Appended) -> None:
         seen.append((a.event.index, a.event.action))
 
-    def wants(event: object) -> bool:
-        asked.append(getattr(event, "index", None))  # type: ignore[arg-type]
-        return getattr(event, "action", None) == "test:event:wanted"
+    def wants(a: Appended) -> bool:
+        asked.append(a.event.index)
+        return a.event.action == "test:event:wanted"
 
     remove = observe(engine, wanting(observer, wants))
     try:

@@ -19,7 +19,7 @@ from breakglass.notify.alerts import AlertRules
 from breakglass.notify.config import NotifySettings
 from breakglass.notify.notices import approver_notices, review_notice, wanted
 from breakglass.notify.outbox import Message
-from breakglass.storage.events import Appended, Event, EventObserver
+from breakglass.storage.events import Appended, EventObserver
 
 log = structlog.get_logger("breakglass.notify")
 
@@ -33,10 +33,10 @@ class NotifyObserver:
         self._rules = AlertRules(settings.rules)
         self._wake = wake
 
-    def wants(self, event: Event) -> bool:
-        """The events this observer acts on: an alert rule applies, or somebody is told."""
-        return self._rules.wants(event) or (
-            self._settings.notify_approvers and bool(self._settings.sinks) and wanted(event))
+    def wants(self, a: Appended) -> bool:
+        """The events this observer acts on: an alert rule may fire, or somebody is told."""
+        return self._rules.wants(a) or (
+            self._settings.notify_approvers and bool(self._settings.sinks) and wanted(a.event))
 
     def __call__(self, a: Appended) -> None:
         messages = self._rules.evaluate(a)

@@ -105,21 +105,23 @@ def runs_before_index(observer: EventObserver) -> bool:
 _BEFORE_INDEX = "breakglass_before_index"
 
 
-def wanting(observer: EventObserver, wants: Callable[[Event], bool]) -> EventObserver:
+def wanting(observer: EventObserver, wants: Callable[[Appended], bool]) -> EventObserver:
     """Mark ``observer`` as acting only on the events ``wants`` accepts.
 
-    ``wants`` is asked before the event has its index (``event.index`` is -1)
-    and must accept every event the observer would act on. A transaction none
-    of whose events an index-needing observer wants commits with its leaves, in
-    the same message, instead of holding the log head for the observers.
+    ``wants`` is asked inside the transaction but before the event has its
+    index (``event.index`` is -1), so before the log head is taken: it may read
+    through ``connection`` (not write) and must accept every event the
+    observer would act on. A transaction none of whose events an index-needing
+    observer wants commits with its leaves, in the same message, instead of
+    holding the log head for the observers.
     """
     setattr(observer, _WANTS, wants)
     return observer
 
 
-def _wanted_by(observer: EventObserver, event: Event) -> bool:
-    wants: Callable[[Event], bool] | None = getattr(observer, _WANTS, None)
-    return True if wants is None else wants(event)
+def _wanted_by(observer: EventObserver, appended: Appended) -> bool:
+    wants: Callable[[Appended], bool] | None = getattr(observer, _WANTS, None)
+    return True if wants is None else wants(appended)
 
 
 _WANTS = "breakglass_wants"
@@ -260,19 +262,23 @@ class EventLog:
                 event = self._pending[self._shown].event
                 self._shown += 1
                 for observer in self._early:
-                    observer(Appended(event, self._connect(), self, self._after_commit))
+                    observer(self._shown_to(event))
             if not self._pending:
                 return False
             batch, self._pending, self._shown = self._pending, [], 0
-            wanted = [[o for o in self._observers if _wanted_by(o, p.event)] for p in batch]
+            wanted = [[o for o in self._observers if _wanted_by(o, self._shown_to(p.event))]
+                      for p in batch]
             last = commit and not any(wanted)
             written = (self._write_postgres(batch, commit=last) if self._postgres
                        else self._write_sqlite(batch))
             for event, observers in zip(written, wanted, strict=True):
                 for observer in observers:
-                    observer(Appended(event, self._connect(), self, self._after_commit))
+                    observer(self._shown_to(event))
             if last:
                 return True
+
+    def _shown_to(self, event: Event) -> Appended:
+        return Appended(event, self._connect(), self, self._after_commit)
 
     def _write_sqlite(self, batch: list[_Pending]) -> list[Event]:
         # BEGIN IMMEDIATE already holds the database's write lock
