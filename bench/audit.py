@@ -10,8 +10,9 @@ with concurrent writers, for the broker's two paths:
   registers: for an event they pass over; for a revocation, which the
   late-revocation rule judges by reading the grant's expiry before the log head
   is taken (here on time: passed over); and for a zone-C activation, which
-  raises an alert (it needs the event's index: the log head is held while the
-  observer reads the request and grants, and the commit follows it);
+  raises an alert (composed before the log head is taken; the head is then held
+  while the alert is written to the outbox with the event's index, and the
+  commit follows);
 - event only (refusals, logins, findings): concurrent writers' events share
   a transaction (group commit); each writer returns once its event is committed.
 
@@ -53,7 +54,7 @@ from psycopg import sql
 from sqlalchemy import Engine, bindparam, select
 
 from breakglass.bootstrap import build_audit
-from breakglass.catalog.loader import load_catalog
+from breakglass.catalog.loader import parse_catalog
 from breakglass.demo import local_postgres
 from breakglass.domain.events import EventTag
 from breakglass.notify.operations import build_operations
@@ -65,6 +66,13 @@ from breakglass.storage.uow import UnitOfWork, make_engine
 
 CATALOG = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "catalog.yaml"
 
+
+# a webhook sink, so alerts are written to the outbox as a configured broker writes them
+SINK = """
+alerts:
+  sinks:
+    - {type: webhook, name: soc, url: "http://127.0.0.1:9/hook", secret_env: BENCH_HOOK_KEY}
+"""
 
 # events the observers of `serve` look at: (action, zone); a revocation carries its grant
 OBSERVED = {
@@ -112,8 +120,9 @@ def _process_writer(url: str, first: int, count: int, ready: Any, done: Any,
     if observed is not None:  # what `serve` registers: reviews, notifications, alerts, metrics
         # the alerts are logged too: not thousands of lines into the figures
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-        loaded = load_catalog(CATALOG, {"TEST_TARGET_DSN": "postgresql://bench@127.0.0.1:1/x"})
-        build_operations(loaded, engine, SystemClock())
+        env = {"TEST_TARGET_DSN": "postgresql://bench@127.0.0.1:1/x", "BENCH_HOOK_KEY": "k"}
+        loaded = parse_catalog(CATALOG.read_text() + SINK, "bench", env)
+        build_operations(loaded, engine, SystemClock(), env)  # delivery is not started
     action, zone = observed or ("bench:event:appended", "A")
     append(engine, first, True, action, zone)  # connect and warm up before the clock starts
     ready.wait()  # the clock starts once every writer is here

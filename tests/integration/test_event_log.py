@@ -16,10 +16,11 @@ from breakglass.storage import tables as t
 from breakglass.storage.events import (
     Appended,
     EventLog,
+    Step,
     before_index,
+    composing,
     observe,
     row_to_event,
-    wanting,
 )
 from breakglass.storage.migrate import alembic_config, upgrade
 from breakglass.storage.uow import UnitOfWork
@@ -180,19 +181,23 @@ def test_event_only_writers_commit_together_and_a_bad_event_fails_only_its_write
     assert head_size(engine) == len(rows)
 
 
-def test_an_observer_sees_only_the_events_it_wants_and_holds_no_other_transaction(
+def test_a_composing_observer_reads_before_the_index_and_holds_the_head_only_to_write(
         engine: Engine) -> None:
-    seen: list[tuple[int, str]] = []
-    asked: list[int] = []
+    composed: list[tuple[int, str]] = []
+    stamped: list[tuple[int, str]] = []
 
-    def observer(a: Appended) -> None:
-        seen.append((a.event.index, a.event.action))
+    def compose(a: Appended) -> Step | None:
+        composed.append((a.event.index, a.event.action))
+        if a.event.action != "test:event:wanted":
+            return None
 
-    def wants(a: Appended) -> bool:
-        asked.append(a.event.index)
-        return a.event.action == "test:event:wanted"
+        def step(indexed: Appended) -> None:
+            stamped.append((indexed.event.index, indexed.event.action))
+            indexed.connection.execute(text("SELECT 1"))
 
-    remove = observe(engine, wanting(observer, wants))
+        return step
+
+    remove = observe(engine, composing(compose))
     try:
         with UnitOfWork(engine) as uow:
             append(uow, 0)
@@ -200,15 +205,16 @@ def test_an_observer_sees_only_the_events_it_wants_and_holds_no_other_transactio
             append(uow, 2)
     finally:
         remove()
-    assert seen == [(1, "test:event:wanted")]
-    assert -1 in asked  # judged before the index was taken
+    assert composed == [(-1, "test:event:appended"), (-1, "test:event:wanted"),
+                        (-1, "test:event:appended")]
+    assert stamped == [(1, "test:event:wanted")]
     assert [idx for idx, _, _ in stored(engine)] == [0, 1, 2]
 
-    # a transaction with nothing wanted: on PostgreSQL the leaves and the commit go together
+    # a transaction with nothing to write: on PostgreSQL the leaves and the commit go together
     with engine.connect() as conn:
         conn.begin()
         log = EventLog(lambda: conn, locking=engine.dialect.name == "postgresql",
-                       observers=(wanting(observer, wants),))
+                       observers=(composing(compose),))
         log.append(ts=NOW, actor="a", action="test:event:ignored")
         assert log.flush(commit=True) is True
         if engine.dialect.name == "postgresql":
@@ -217,9 +223,9 @@ def test_an_observer_sees_only_the_events_it_wants_and_holds_no_other_transactio
         conn.commit()
         conn.begin()
         log.append(ts=NOW, actor="a", action="test:event:wanted")
-        assert log.flush(commit=True) is False  # held for the observer, committed after it
+        assert log.flush(commit=True) is False  # held for the step, committed after it
         conn.commit()
-    assert seen == [(1, "test:event:wanted"), (4, "test:event:wanted")]
+    assert stamped == [(1, "test:event:wanted"), (4, "test:event:wanted")]
     assert head_size(engine) == 5
 
 

@@ -11,7 +11,6 @@ from sqlalchemy import Engine
 
 from breakglass.domain.errors import PolicyRefused
 from breakglass.domain.events import EventTag
-from breakglass.notify.observer import NotifyObserver
 from breakglass.storage.migrate import upgrade
 from breakglass.storage.uow import UnitOfWork, make_engine
 from tests.fakes import FakeClock
@@ -140,30 +139,3 @@ def test_flagged_and_pattern_events_alert(h):
     [tamper] = alerts(h, "audit_tamper")
     assert tamper["details"]["reason"] == "leaf 17 does not match"
 
-
-def test_an_on_time_revocation_is_passed_over_before_the_log_head_is_taken(h, monkeypatch):
-    """The late rule reads the expiry before the event has its index: an on-time
-    revocation never reaches the observer, so its transaction is not held for it."""
-    shown: list[tuple[str, int]] = []
-    original = NotifyObserver.__call__
-
-    def spy(self, a):
-        shown.append((a.event.action, a.event.index))
-        return original(self, a)
-
-    monkeypatch.setattr(NotifyObserver, "__call__", spy)
-    on_time = h.broker.request_access(h.who("uma"), ["embeddings-read"], incident="SEV-3006",
-                                      reason="recovery").request.id
-    h.broker.revoke(h.who("uma"), on_time)
-    h.clock.advance(minutes=20, seconds=1)
-    late = h.broker.request_access(h.who("uma"), ["embeddings-read"], incident="SEV-3007",
-                                   reason="recovery").request.id
-    h.clock.advance(minutes=22)
-    h.broker.expire_due()
-    ended = [(action, index) for action, index in shown
-             if action in (EventTag.GRANT_REVOKED, EventTag.GRANT_EXPIRED)]
-    assert len(ended) == 1
-    assert ended[0][0] == EventTag.GRANT_EXPIRED
-    assert ended[0][1] >= 0
-    [alert] = alerts(h, "late_revocation")
-    assert alert["request_id"] == late

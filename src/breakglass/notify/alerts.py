@@ -18,9 +18,9 @@ event can be tied to them:
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from fnmatch import fnmatchcase
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select
 
@@ -87,52 +87,35 @@ def context(conn: Connection, event: Event) -> dict[str, Any]:
     return found
 
 
-class _Check(NamedTuple):
-    """A rule that applies to an event: ``build`` composes its alert (or finds none);
-    ``applies`` answers before the event has its index whether ``build`` may find one."""
-
-    build: Callable[[Appended], Message | None]
-    applies: Callable[[Appended], bool] = lambda a: True
-
-
 class AlertRules:
     def __init__(self, rules: AlertRulesConfig) -> None:
         self._rules = rules
 
-    def wants(self, a: Appended) -> bool:
-        """Whether any rule may alert on ``a.event`` (asked before it has its index).
-
-        The late-revocation rule reads the grant's expiry to answer, so a revocation
-        on time is passed over without holding the log head.
-        """
-        return any(check.applies(a) for check in self._checks(a.event))
-
     def evaluate(self, a: Appended) -> list[Message]:
-        return [m for check in self._checks(a.event) if (m := check.build(a)) is not None]
+        return [m for check in self._checks(a.event) if (m := check(a)) is not None]
 
-    def _checks(self, event: Event) -> list[_Check]:
+    def _checks(self, event: Event) -> list[Callable[[Appended], Message | None]]:
         """The rules that apply to ``event``, judged from the event alone."""
         rules = self._rules
-        found: list[_Check] = []
+        found: list[Callable[[Appended], Message | None]] = []
         if rules.zone_c_activation and event.action == EventTag.REQUEST_ACTIVE \
                 and event.zone == "C":
-            found.append(_Check(self._zone_c))
+            found.append(self._zone_c)
         if rules.identity_change.enabled and event.action == EventTag.HIGH_RISK_ACTION:
-            found.append(_Check(self._identity_change))
+            found.append(self._identity_change)
         named = self._named(event)
         if named is not None:
-            found.append(_Check(lambda a: self._flagged(a, named)))
+            found.append(lambda a: self._flagged(a, named))
         lag_limit = rules.late_revocation_after
         if lag_limit is not None and event.grant_id and event.action in (
                 EventTag.GRANT_EXPIRED, EventTag.GRANT_REVOKED):
-            found.append(_Check(lambda a: self._late(a, lag_limit),
-                                lambda a: _lateness(a, lag_limit) is not None))
+            found.append(lambda a: self._late(a, lag_limit))
         burst = rules.violation_burst
         if burst is not None and event.outcome == "denied" \
                 and event.actor not in _NOT_PRINCIPALS:
-            found.append(_Check(lambda a: self._burst(a, burst.refusals, burst.within)))
+            found.append(lambda a: self._burst(a, burst.refusals, burst.within))
         if rules.review_overdue and event.action == EventTag.REVIEW_OVERDUE:
-            found.append(_Check(self._review_overdue))
+            found.append(self._review_overdue)
         return found
 
     # -- rules ------------------------------------------------------------------------
@@ -173,10 +156,14 @@ class AlertRules:
                        **{k: v for k, v in a.event.payload.items() if k != "alert"}})
 
     def _late(self, a: Appended, limit: timedelta) -> Message | None:
-        found = _lateness(a, limit)
-        if found is None:
+        expires = a.connection.execute(
+            select(t.grants.c.expires_at).where(t.grants.c.id == a.event.grant_id)
+        ).scalar()
+        if expires is None:
             return None
-        expires, lag = found
+        lag = a.event.ts - expires
+        if lag <= limit:
+            return None
         ctx = context(a.connection, a.event)
         summary = (f"late revocation: grant {a.event.grant_id} of {ctx['principal']} "
                    f"({ctx['incident']}) ended {format_duration(lag)} after its expiry")
@@ -217,23 +204,12 @@ class AlertRules:
                        "due_at": p.get("due_at")})
 
 
-def _lateness(a: Appended, limit: timedelta) -> tuple[datetime, timedelta] | None:
-    """The grant's expiry and how long after it the event came, when longer than ``limit``."""
-    expires = a.connection.execute(
-        select(t.grants.c.expires_at).where(t.grants.c.id == a.event.grant_id)
-    ).scalar()
-    if expires is None:
-        return None
-    lag = a.event.ts - expires
-    return (expires, lag) if lag > limit else None
-
-
 def _alert(a: Appended, rule: str, summary: str, ctx: dict[str, Any],
            details: dict[str, Any]) -> Message:
     event = a.event
     data = {**ctx, "alert": rule, "severity": SEVERITY.get(rule, "high"), "details": details,
             "event": {"index": event.index, "action": event.action, "actor": event.actor,
-                      "ts": event.ts.isoformat()}}
-    return Message(kind="alert", topic=f"alert.{rule}", dedupe_key=f"alert.{rule}:{event.index}",
-                   summary=summary, data=data, request_id=ctx["request_id"],
-                   grant_id=ctx["grant_id"], incident=ctx["incident"], event_idx=event.index)
+                      "ts": event.ts.isoformat()}}  # the index is stamped in by Message.at
+    return Message(kind="alert", topic=f"alert.{rule}", dedupe_key=f"alert.{rule}",
+                   per_event=True, summary=summary, data=data, request_id=ctx["request_id"],
+                   grant_id=ctx["grant_id"], incident=ctx["incident"])

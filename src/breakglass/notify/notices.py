@@ -60,11 +60,6 @@ def _assigns_review(event: Event) -> bool:
     return event.action == EventTag.REVIEW_OPENED
 
 
-def wanted(event: Event) -> bool:
-    """Whether ``event`` may notify anybody (asked before it has its index)."""
-    return _asks_approvers(event) or _assigns_review(event)
-
-
 def approver_notices(a: Appended, policy: Policy, catalog: Catalog) -> list[Message]:
     event = a.event
     if not _asks_approvers(event) or event.request_id is None:
@@ -83,7 +78,7 @@ def approver_notices(a: Appended, policy: Policy, catalog: Catalog) -> list[Mess
         summary = (f"{req.requester} asks for {roles} (zone {req.zone.value}, "
                    f"{req.environment}) for {req.incident}, reason {req.reason}: "
                    f"{required} approval(s) needed. breakglass approve {req.id}")
-        return [_notice("approval.requested", event.index, summary, data, eligible, req)]
+        return [_notice("approval.requested", summary, data, eligible, req)]
     others = [name for name in eligible if name != event.actor]
     if event.action == EventTag.APPROVAL_ADDED:
         count = len(req.approvals)
@@ -91,7 +86,7 @@ def approver_notices(a: Appended, policy: Policy, catalog: Catalog) -> list[Mess
                 else f"{required - count} more approval(s) needed")
         summary = f"{req.id} ({roles}, {req.incident}) approved by {event.actor} " \
                   f"({count}/{required}): {rest}"
-        return [_notice("approval.added", event.index, summary,
+        return [_notice("approval.added", summary,
                         {**data, "acted_by": event.actor}, others, req)]
     topic = _CLOSING[EventTag(event.action)]
     why = f": {event.reason}" if event.reason else ""
@@ -101,7 +96,7 @@ def approver_notices(a: Appended, policy: Policy, catalog: Catalog) -> list[Mess
             "request.failed": "failed to activate",
             "request.ended": f"ended ({req.state.value})"}[topic]
     summary = f"{req.id} ({roles}, {req.incident}) {verb}{why}"
-    return [_notice(topic, event.index, summary, {**data, "acted_by": event.actor},
+    return [_notice(topic, summary, {**data, "acted_by": event.actor},
                     others, req)]
 
 
@@ -124,7 +119,7 @@ def extension_notices(a: Appended, req: AccessRequest, policy: Policy,
                         summary=summary, data={**request_data(req), "extension_id": ext,
                                                "approvals_required": required,
                                                "recipients": eligible},
-                        request_id=req.id, incident=req.incident, event_idx=event.index)]
+                        request_id=req.id, incident=req.incident)]
     if not seen(a.connection, asked_key):
         return []  # nobody was asked
     topic = _EXTENSION[EventTag(event.action)]
@@ -134,15 +129,15 @@ def extension_notices(a: Appended, req: AccessRequest, policy: Policy,
             "extension.applied": "applied: access now ends at the new expiry",
             "extension.lapsed": "lapsed"}[topic]
     summary = f"extension {ext} of {req.id} ({req.incident}) {verb}"
-    return [_notice(topic, event.index, summary, {**request_data(req), "extension_id": ext,
+    return [_notice(topic, summary, {**request_data(req), "extension_id": ext,
                                                    "acted_by": event.actor}, others, req)]
 
 
-def _notice(topic: str, index: int, summary: str, data: dict[str, Any], recipients: list[str],
+def _notice(topic: str, summary: str, data: dict[str, Any], recipients: list[str],
             req: AccessRequest) -> Message:
-    return Message(kind="notification", topic=topic, dedupe_key=f"{topic}:{index}",
+    return Message(kind="notification", topic=topic, dedupe_key=topic, per_event=True,
                    summary=summary, data={**data, "recipients": recipients},
-                   request_id=req.id, incident=req.incident, event_idx=index)
+                   request_id=req.id, incident=req.incident)
 
 
 def review_notice(a: Appended) -> list[Message]:
@@ -157,10 +152,9 @@ def review_notice(a: Appended) -> list[Message]:
                f"assigned to {reviewer or 'nobody: no eligible reviewer'}, due {due}. "
                f"breakglass review show {review_id}")
     return [Message(kind="notification", topic="review.assigned",
-                    dedupe_key=f"review.assigned:{event.index}", summary=summary,
+                    dedupe_key="review.assigned", per_event=True, summary=summary,
                     data={"review_id": review_id, "request_id": event.request_id,
                           "incident": event.incident, "principal": event.payload.get(
                               "requester"), "zone": event.zone,
                           "recipients": [reviewer] if reviewer else [], "due_at": due},
-                    request_id=event.request_id, incident=event.incident,
-                    event_idx=event.index)]
+                    request_id=event.request_id, incident=event.incident)]

@@ -27,7 +27,7 @@ from breakglass.reviews.monitor import ReviewMonitor
 from breakglass.reviews.opener import ReviewOpener
 from breakglass.reviews.service import ReviewService
 from breakglass.service.ports import Clock
-from breakglass.storage.events import before_index, observe, wanting
+from breakglass.storage.events import before_index, composing, observe
 
 
 @dataclass
@@ -86,7 +86,7 @@ def build_operations(
         removers.append(observe(engine, before_index(guarded(
             "reviews", ReviewOpener(loaded, catalog.reviews.due_after)))))
     notifier = NotifyObserver(settings, loaded, delivery.wake)
-    removers.append(observe(engine, wanting(guarded("notify", notifier), notifier.wants)))
+    removers.append(observe(engine, composing(guarded("notify", notifier.compose))))
     removers.append(observe(engine, before_index(guarded("metrics", metrics))))
     reviews = ReviewService(engine, loaded, clock)
     monitor = (ReviewMonitor(reviews, catalog.reviews.check_interval.total_seconds())

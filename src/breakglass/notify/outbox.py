@@ -10,7 +10,7 @@ Delivery is therefore at least once; receivers deduplicate on the delivery ID.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,12 @@ PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A notification or an alert, composed when its event is written."""
+    """A notification or an alert, composed from its event before the event has its index.
+
+    :meth:`at` gives the message for the index: ``event_idx``, the dedupe key of a
+    message sent once per event (``per_event``: the key is followed by the
+    index) and the index in ``data["event"]`` when the message carries the event.
+    """
 
     kind: str  # notification | alert
     topic: str
@@ -35,6 +40,15 @@ class Message:
     grant_id: str | None = None
     incident: str | None = None
     event_idx: int | None = None
+    per_event: bool = False
+
+    def at(self, index: int) -> Message:
+        data = self.data
+        event = data.get("event")
+        if isinstance(event, dict):
+            data = {**data, "event": {**event, "index": index}}
+        key = f"{self.dedupe_key}:{index}" if self.per_event else self.dedupe_key
+        return replace(self, dedupe_key=key, data=data, event_idx=index, per_event=False)
 
 
 @dataclass(frozen=True, slots=True)

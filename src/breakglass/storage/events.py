@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -105,26 +105,33 @@ def runs_before_index(observer: EventObserver) -> bool:
 _BEFORE_INDEX = "breakglass_before_index"
 
 
-def wanting(observer: EventObserver, wants: Callable[[Appended], bool]) -> EventObserver:
-    """Mark ``observer`` as acting only on the events ``wants`` accepts.
+Step = Callable[[Appended], None]
 
-    ``wants`` is asked inside the transaction but before the event has its
-    index (``event.index`` is -1), so before the log head is taken: it may read
-    through ``connection`` (not write) and must accept every event the
-    observer would act on. A transaction none of whose events an index-needing
-    observer wants commits with its leaves, in the same message, instead of
-    holding the log head for the observers.
+
+class Composing:
+    """An observer in two steps (see :func:`composing`)."""
+
+    def __init__(self, compose: Callable[[Appended], Step | None]) -> None:
+        self.compose = compose
+
+    def __call__(self, a: Appended) -> None:  # both steps at once, outside an event log
+        step = self.compose(a)
+        if step is not None:
+            step(a)
+
+
+def composing(compose: Callable[[Appended], Step | None]) -> Composing:
+    """An observer that needs the event's index, without holding the log head for its reads.
+
+    ``compose`` sees each event inside its transaction but before it has its
+    index (``event.index`` is -1), like a :func:`before_index` observer: what it
+    reads and writes there does not hold the head. It returns the step to run
+    once the event has its index (shown the indexed event, after the leaves are
+    written and before the commit: keep it to writes) or None to pass the event
+    over. A transaction none of whose events has such a step commits with its
+    leaves, in the same message, instead of holding the head.
     """
-    setattr(observer, _WANTS, wants)
-    return observer
-
-
-def _wanted_by(observer: EventObserver, appended: Appended) -> bool:
-    wants: Callable[[Appended], bool] | None = getattr(observer, _WANTS, None)
-    return True if wants is None else wants(appended)
-
-
-_WANTS = "breakglass_wants"
+    return Composing(compose)
 
 
 def observers_for(engine: Engine) -> tuple[EventObserver, ...]:
@@ -138,11 +145,13 @@ def _drop(callback: Callable[[], None]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    """An appended event before its index is known, with its leaf bytes around the index."""
+    """An appended event before its index is known, with its leaf bytes around the index,
+    and what composing observers will do once it has one."""
 
     event: Event
     before: bytes
     after: bytes
+    steps: list[Step] = field(default_factory=list)
 
 
 PendingEvents = list[_Pending]
@@ -192,8 +201,9 @@ class EventLog:
         self._postgres = locking
         self._pending: list[_Pending] = []
         self._shown = 0  # how many of _pending the early observers have seen
-        self._early = tuple(o for o in observers if runs_before_index(o))
-        self._observers = tuple(o for o in observers if not runs_before_index(o))
+        early = [o for o in observers if runs_before_index(o) or isinstance(o, Composing)]
+        self._early = tuple(early)
+        self._observers = tuple(o for o in observers if o not in early)
         self._after_commit = after_commit
 
     def last_index_of(self, request_id: str) -> int | None:
@@ -251,29 +261,32 @@ class EventLog:
     def flush(self, *, commit: bool = False) -> bool:
         """Write the kept events; with ``commit``, commit too when nothing else must run first.
 
-        Observers marked :func:`before_index` see each event first (and may add
-        events); the others see the events they want (:func:`wanting`) once they
-        have their indices, before the commit.
+        Observers marked :func:`before_index` and :func:`composing` see each event
+        first (and may add events); composing observers' steps and the other
+        observers see the events once they have their indices, before the commit.
         Returns whether nothing was left to run before the commit: on PostgreSQL the
         commit then went with the leaves; on SQLite the caller's commit follows.
         """
         while True:
             while self._shown < len(self._pending):
-                event = self._pending[self._shown].event
+                pending = self._pending[self._shown]
                 self._shown += 1
                 for observer in self._early:
-                    observer(self._shown_to(event))
+                    if isinstance(observer, Composing):
+                        step = observer.compose(self._shown_to(pending.event))
+                        if step is not None:
+                            pending.steps.append(step)
+                    else:
+                        observer(self._shown_to(pending.event))
             if not self._pending:
                 return False
             batch, self._pending, self._shown = self._pending, [], 0
-            wanted = [[o for o in self._observers if _wanted_by(o, self._shown_to(p.event))]
-                      for p in batch]
-            last = commit and not any(wanted)
+            last = commit and not self._observers and not any(p.steps for p in batch)
             written = (self._write_postgres(batch, commit=last) if self._postgres
                        else self._write_sqlite(batch))
-            for event, observers in zip(written, wanted, strict=True):
-                for observer in observers:
-                    observer(self._shown_to(event))
+            for event, p in zip(written, batch, strict=True):
+                for step in (*p.steps, *self._observers):
+                    step(self._shown_to(event))
             if last:
                 return True
 
