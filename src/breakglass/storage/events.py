@@ -11,7 +11,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import psycopg
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from breakglass.audit.canonical import canonical_split
@@ -179,6 +179,10 @@ RETURNING idx
 """
 
 
+_LAST_OF_REQUEST = (select(func.max(t.events.c.idx))
+                    .where(t.events.c.request_id == bindparam("request_id")))
+
+
 class EventLog:
     """Events of one transaction, written as leaves when it commits.
 
@@ -208,9 +212,7 @@ class EventLog:
 
     def last_index_of(self, request_id: str) -> int | None:
         """The newest event of a request: where it sits in the audit log."""
-        value = self._connect().execute(
-            select(func.max(t.events.c.idx)).where(t.events.c.request_id == request_id)
-        ).scalar()
+        value = self._connect().execute(_LAST_OF_REQUEST, {"request_id": request_id}).scalar()
         return None if value is None else int(value)
 
     def append(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from breakglass.domain.errors import Conflict, NotFound
@@ -77,26 +77,36 @@ def _request_values(req: AccessRequest) -> dict[str, Any]:
     }
 
 
+# The statements of every state change, built once: building and cache-keying a statement
+# per call costs more client time than sending it. Values travel as parameters.
+_ADD_REQUEST = insert(t.requests)
+_REQUEST = select(t.requests).where(t.requests.c.id == bindparam("request_id"))
+_REQUEST_FOR_UPDATE = _REQUEST.with_for_update()
+_APPROVALS = (select(t.approvals).where(t.approvals.c.request_id == bindparam("request_id"))
+              .order_by(t.approvals.c.id))
+_SAVE_REQUEST = update(t.requests).where(t.requests.c.id == bindparam("match_id"),
+                                         t.requests.c.version == bindparam("match_version"))
+_ADD_APPROVAL = insert(t.approvals)
+_ADD_GRANT = insert(t.grants)
+_GRANTS_OF = (select(t.grants).where(t.grants.c.request_id == bindparam("request_id"))
+              .order_by(t.grants.c.id))
+_UPDATE_GRANT = update(t.grants).where(t.grants.c.id == bindparam("match_id"))
+
+
 class RequestRepository:
     def __init__(self, conn: Connection, *, locking: bool) -> None:
         self._conn = conn
         self._locking = locking
 
     def add(self, req: AccessRequest) -> None:
-        self._conn.execute(insert(t.requests).values(id=req.id, version=0, **_request_values(req)))
+        self._conn.execute(_ADD_REQUEST, {"id": req.id, "version": 0, **_request_values(req)})
 
     def get(self, request_id: str, *, for_update: bool = False) -> AccessRequest:
-        query = select(t.requests).where(t.requests.c.id == request_id)
-        if for_update and self._locking:
-            query = query.with_for_update()
-        row = self._conn.execute(query).first()
+        query = _REQUEST_FOR_UPDATE if for_update and self._locking else _REQUEST
+        row = self._conn.execute(query, {"request_id": request_id}).first()
         if row is None:
             raise NotFound(f"no request {request_id}", rule="request.not_found")
-        rows = self._conn.execute(
-            select(t.approvals).where(t.approvals.c.request_id == request_id).order_by(
-                t.approvals.c.id
-            )
-        ).all()
+        rows = self._conn.execute(_APPROVALS, {"request_id": request_id}).all()
         approvals = [
             Approval(
                 approver=a.approver,
@@ -111,26 +121,22 @@ class RequestRepository:
 
     def save(self, req: AccessRequest) -> None:
         """Write the request back; the version check makes a lost update impossible."""
-        result = self._conn.execute(
-            update(t.requests)
-            .where(t.requests.c.id == req.id, t.requests.c.version == req.version)
-            .values(version=req.version + 1, **_request_values(req))
-        )
+        result = self._conn.execute(_SAVE_REQUEST, {
+            "match_id": req.id, "match_version": req.version, "version": req.version + 1,
+            **_request_values(req)})
         if result.rowcount != 1:
             raise Conflict(f"request {req.id} changed concurrently; retry", rule="concurrency")
         req.version += 1
 
     def add_approval(self, request_id: str, approval: Approval) -> None:
-        self._conn.execute(
-            insert(t.approvals).values(
-                request_id=request_id,
-                approver=approval.approver,
-                teams=sorted(approval.teams),
-                mfa=approval.mfa,
-                at=approval.at,
-                comment=approval.comment,
-            )
-        )
+        self._conn.execute(_ADD_APPROVAL, {
+            "request_id": request_id,
+            "approver": approval.approver,
+            "teams": sorted(approval.teams),
+            "mfa": approval.mfa,
+            "at": approval.at,
+            "comment": approval.comment,
+        })
 
     def search(
         self,
@@ -279,25 +285,21 @@ class GrantRepository:
         self._locking = locking
 
     def add(self, grant: Grant) -> None:
-        self._conn.execute(
-            insert(t.grants).values(
-                id=grant.id,
-                request_id=grant.request_id,
-                role=grant.role,
-                target=grant.target,
-                target_ref=grant.target_ref,
-                issued_at=grant.issued_at,
-                expires_at=grant.expires_at,
-                state=grant.state.value,
-                revoked_at=grant.revoked_at,
-                artefacts=list(grant.artefacts),
-            )
-        )
+        self._conn.execute(_ADD_GRANT, {
+            "id": grant.id,
+            "request_id": grant.request_id,
+            "role": grant.role,
+            "target": grant.target,
+            "target_ref": grant.target_ref,
+            "issued_at": grant.issued_at,
+            "expires_at": grant.expires_at,
+            "state": grant.state.value,
+            "revoked_at": grant.revoked_at,
+            "artefacts": list(grant.artefacts),
+        })
 
     def for_request(self, request_id: str) -> list[Grant]:
-        rows = self._conn.execute(
-            select(t.grants).where(t.grants.c.request_id == request_id).order_by(t.grants.c.id)
-        ).all()
+        rows = self._conn.execute(_GRANTS_OF, {"request_id": request_id}).all()
         return [
             Grant(
                 id=r.id,
@@ -324,11 +326,8 @@ class GrantRepository:
     def set_state(
         self, grant_id: str, state: GrantState, at: datetime | None, error: str | None = None
     ) -> None:
-        self._conn.execute(
-            update(t.grants)
-            .where(t.grants.c.id == grant_id)
-            .values(state=state.value, revoked_at=at, last_error=error)
-        )
+        self._conn.execute(_UPDATE_GRANT, {"match_id": grant_id, "state": state.value,
+                                           "revoked_at": at, "last_error": error})
 
     def set_error(self, grant_id: str, error: str) -> None:
         self._conn.execute(
