@@ -17,7 +17,6 @@ event can be tied to them:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from fnmatch import fnmatchcase
 from typing import Any
@@ -92,30 +91,29 @@ class AlertRules:
         self._rules = rules
 
     def evaluate(self, a: Appended) -> list[Message]:
-        return [m for check in self._checks(a.event) if (m := check(a)) is not None]
-
-    def _checks(self, event: Event) -> list[Callable[[Appended], Message | None]]:
-        """The rules that apply to ``event``, judged from the event alone."""
-        rules = self._rules
-        found: list[Callable[[Appended], Message | None]] = []
+        event, rules = a.event, self._rules
+        found: list[Message] = []
         if rules.zone_c_activation and event.action == EventTag.REQUEST_ACTIVE \
                 and event.zone == "C":
-            found.append(self._zone_c)
+            found.append(self._zone_c(a))
         if rules.identity_change.enabled and event.action == EventTag.HIGH_RISK_ACTION:
-            found.append(self._identity_change)
+            found.append(self._identity_change(a))
         named = self._named(event)
         if named is not None:
-            found.append(lambda a: self._flagged(a, named))
+            found.append(self._flagged(a, named))
         lag_limit = rules.late_revocation_after
         if lag_limit is not None and event.grant_id and event.action in (
                 EventTag.GRANT_EXPIRED, EventTag.GRANT_REVOKED):
-            found.append(lambda a: self._late(a, lag_limit))
-        burst = rules.violation_burst
-        if burst is not None and event.outcome == "denied" \
+            late = self._late(a, lag_limit)
+            if late is not None:
+                found.append(late)
+        if rules.violation_burst is not None and event.outcome == "denied" \
                 and event.actor not in _NOT_PRINCIPALS:
-            found.append(lambda a: self._burst(a, burst.refusals, burst.within))
+            burst = self._burst(a, rules.violation_burst.refusals, rules.violation_burst.within)
+            if burst is not None:
+                found.append(burst)
         if rules.review_overdue and event.action == EventTag.REVIEW_OVERDUE:
-            found.append(self._review_overdue)
+            found.append(self._review_overdue(a))
         return found
 
     # -- rules ------------------------------------------------------------------------

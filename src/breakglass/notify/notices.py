@@ -16,7 +16,7 @@ from breakglass.domain.events import EventTag
 from breakglass.domain.model import AccessRequest, Policy
 from breakglass.notify.outbox import Message, seen
 from breakglass.notify.people import eligible_approvers
-from breakglass.storage.events import Appended, Event
+from breakglass.storage.events import Appended
 from breakglass.storage.repository import RequestRepository
 
 _CLOSING = {
@@ -52,17 +52,9 @@ def request_data(req: AccessRequest) -> dict[str, Any]:
     }
 
 
-def _asks_approvers(event: Event) -> bool:
-    return event.action in WATCHED and event.request_id is not None
-
-
-def _assigns_review(event: Event) -> bool:
-    return event.action == EventTag.REVIEW_OPENED
-
-
 def approver_notices(a: Appended, policy: Policy, catalog: Catalog) -> list[Message]:
     event = a.event
-    if not _asks_approvers(event) or event.request_id is None:
+    if event.action not in WATCHED or event.request_id is None:
         return []
     req = RequestRepository(a.connection, locking=False).get(event.request_id)
     if event.action == EventTag.EXTENSION_REQUESTED or event.action in _EXTENSION:
@@ -143,7 +135,7 @@ def _notice(topic: str, summary: str, data: dict[str, Any], recipients: list[str
 def review_notice(a: Appended) -> list[Message]:
     """Tell the assigned reviewer about a new review."""
     event = a.event
-    if not _assigns_review(event):
+    if event.action != EventTag.REVIEW_OPENED:
         return []
     reviewer = event.payload.get("reviewer")
     review_id = str(event.payload.get("review", ""))
