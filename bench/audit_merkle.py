@@ -31,10 +31,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from breakglass.audit import (
     TreeState,
+    Verifiers,
     canonical_json,
     consistency_proof,
     inclusion_proof,
-    parse_vkey,
     public_key_text,
     read_jsonl,
     seal_event,
@@ -98,12 +98,12 @@ def verifier_rss(tmp: str, rows: int) -> float:
 
 
 def verify_only(tmp: Path, rows: int) -> None:
-    name, public = parse_vkey((tmp / "key.pub").read_text())
+    keys = Verifiers.parse((tmp / "key.pub").read_text())
     heads = [c for c in json.loads((tmp / "checkpoints.json").read_text())
              if int(c.split("\n")[1]) <= rows]  # fmt: skip
     with (tmp / "events.jsonl").open("rb") as lines:
         rows_read = itertools.islice(read_jsonl(lines), rows)
-        report = verify_log(rows_read, heads, public, name, ORIGIN, require_checkpoint=False)
+        report = verify_log(rows_read, heads, keys, ORIGIN, require_checkpoint=False)
     assert report.ok, report.problems[:3]
     print(peak_rss_mib())
 
@@ -136,7 +136,7 @@ def main() -> None:
 
         with path.open("rb") as lines:
             start = time.perf_counter()
-            report = verify_log(read_jsonl(lines), checkpoints, public, NAME, ORIGIN)
+            report = verify_log(read_jsonl(lines), checkpoints, Verifiers.of(NAME, public), ORIGIN)
             streamed = time.perf_counter() - start
         assert report.ok, report.problems[:3]
         print(f"  verify streamed from JSONL (parse + verify)   {streamed:8.3f} s "
@@ -154,7 +154,7 @@ def main() -> None:
 
         loaded = list(rows())
         start = time.perf_counter()
-        report = verify_log(loaded, checkpoints, public, NAME, ORIGIN)
+        report = verify_log(loaded, checkpoints, Verifiers.of(NAME, public), ORIGIN)
         in_memory = time.perf_counter() - start
         assert report.ok
         del loaded

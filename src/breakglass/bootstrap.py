@@ -18,12 +18,19 @@ from breakglass.audit import (
     Anchor,
     LocalDirectoryAnchor,
     S3ObjectLockAnchor,
+    Verifiers,
     load_or_create_signing_key,
     load_signing_key_from_env_text,
 )
 from breakglass.catalog.loader import LoadedCatalog, load_catalog
 from breakglass.connectors import Connector, connector_class
-from breakglass.domain.errors import CatalogError, NotFound, Unauthenticated
+from breakglass.domain.errors import (
+    AuditError,
+    CatalogError,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+)
 from breakglass.domain.events import EventTag
 from breakglass.domain.model import Principal
 from breakglass.domain.policy import Denied
@@ -191,8 +198,15 @@ def build_audit(settings: Settings, engine: Engine, organization: str,
         client = boto3.client("s3", endpoint_url=settings.anchor_s3_endpoint)
         anchors.append(S3ObjectLockAnchor(settings.anchor_s3_bucket, settings.anchor_s3_prefix,
                                           client, retention_days=settings.anchor_retention_days))
+    previous = None
+    if settings.audit_previous_keys and settings.audit_previous_keys.strip():
+        try:
+            previous = Verifiers.parse(settings.audit_previous_keys)
+        except AuditError as exc:
+            raise InvalidInput(f"BREAKGLASS_AUDIT_PREVIOUS_KEYS: {exc}",
+                               rule="settings.audit_previous_keys") from exc
     return AuditLog(engine, key=key, origin=f"breakglass/{organization}", anchors=anchors,
-                    clock=clock)
+                    clock=clock, previous=previous)
 
 
 def _instance_id(state_dir: Path) -> str:

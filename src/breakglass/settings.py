@@ -29,6 +29,7 @@ class Settings:
     crash_at: str | None = None
     audit_key_text: str | None = None
     audit_key_file: Path | None = None
+    audit_previous_keys: str | None = None
     anchor_dir: Path | None = None
     anchor_s3_bucket: str | None = None
     anchor_s3_prefix: str = "breakglass"
@@ -67,6 +68,7 @@ class Settings:
             crash_at=env.get("BREAKGLASS_CRASH_AT") or None,
             audit_key_text=env.get("BREAKGLASS_AUDIT_KEY") or None,
             audit_key_file=Path(env.get("BREAKGLASS_AUDIT_KEY_FILE") or state / "audit.key"),
+            audit_previous_keys=_text_or_file(env, "BREAKGLASS_AUDIT_PREVIOUS_KEYS"),
             anchor_dir=Path(env.get("BREAKGLASS_ANCHOR_DIR") or state / "checkpoints"),
             anchor_s3_bucket=env.get("BREAKGLASS_ANCHOR_S3_BUCKET") or None,
             anchor_s3_prefix=env.get("BREAKGLASS_ANCHOR_S3_PREFIX", "breakglass"),
@@ -76,14 +78,21 @@ class Settings:
         )
 
 
+def _text_or_file(env: Mapping[str, str], name: str) -> str | None:
+    """The value of ``name``, or the contents of the file ``name_FILE`` names."""
+    if env.get(name):
+        return env[name]
+    if env.get(f"{name}_FILE"):
+        return Path(env[f"{name}_FILE"]).read_text()
+    return None
+
+
 MIN_METRICS_TOKEN_CHARS = 24
 
 
 def _metrics_token(env: Mapping[str, str]) -> str | None:
     """The bearer token Prometheus presents to ``GET /metrics``, if one is configured."""
-    token = env.get("BREAKGLASS_METRICS_TOKEN")
-    if not token and env.get("BREAKGLASS_METRICS_TOKEN_FILE"):
-        token = Path(env["BREAKGLASS_METRICS_TOKEN_FILE"]).read_text().strip()
+    token = (_text_or_file(env, "BREAKGLASS_METRICS_TOKEN") or "").strip()
     if not token:
         return None
     if len(token) < MIN_METRICS_TOKEN_CHARS or not token.isprintable() or " " in token:

@@ -186,7 +186,7 @@ def test_export_verifies_offline_and_ocsf_is_pinned(engine, tmp_path, loaded, cl
     audit.checkpoint()
     out = tmp_path / "export"
     audit.export(out, "jsonl")
-    report = verify_export(out, audit.vkey)
+    report = verify_export(out, audit.verifier_keys)
     assert report.ok, report.problems
     assert report.size == audit.head()[0]
     audit.export(out, "ocsf")
@@ -202,6 +202,6 @@ def test_export_verifies_offline_and_ocsf_is_pinned(engine, tmp_path, loaded, cl
     assert '"actor": "uma"' in rows[1]
     rows[1] = rows[1].replace('"actor": "uma"', '"actor": "eve"')
     (out / "events.jsonl").write_text("\n".join(rows) + "\n")
-    bad = verify_export(out, audit.vkey)
+    bad = verify_export(out, audit.verifier_keys)
     assert not bad.ok
     assert bad.problems[0].index == 1

@@ -18,6 +18,7 @@ from breakglass.audit.anchor import LocalDirectoryAnchor
 from breakglass.audit.checkpoint import (
     Checkpoint,
     CheckpointPolicy,
+    Verifiers,
     key_hash,
     load_or_create_signing_key,
     load_signing_key_from_env_text,
@@ -106,7 +107,7 @@ def test_checkpoint_text_is_the_tlog_checkpoint_format(key: Ed25519PrivateKey) -
     blob = base64.b64decode(signature.split(" ")[-1])
     assert blob[:4] == key_hash(NAME, key.public_key())
     assert len(blob) == 68
-    assert parse_and_verify(text, key.public_key(), NAME, ORIGIN) == Checkpoint(ORIGIN, 5, head)
+    assert parse_and_verify(text, Verifiers.of(NAME, key), ORIGIN) == Checkpoint(ORIGIN, 5, head)
 
 
 def test_extension_lines_and_foreign_signatures_are_carried(key: Ed25519PrivateKey) -> None:
@@ -115,7 +116,7 @@ def test_extension_lines_and_foreign_signatures_are_carried(key: Ed25519PrivateK
     cosigned = (
         text + sign_note(text.partition("\n\n")[0] + "\n", witness, "witness").split("\n\n")[1]
     )
-    head = parse_and_verify(cosigned, key.public_key(), NAME, ORIGIN)
+    head = parse_and_verify(cosigned, Verifiers.of(NAME, key), ORIGIN)
     assert head.extensions == ("ts 1700000000",)
     assert head.size == 0
 
@@ -149,19 +150,19 @@ def test_a_forged_or_modified_checkpoint_is_refused(
 ) -> None:
     text = sign_checkpoint(ORIGIN, 5, root(tree(5)), key, NAME)
     with pytest.raises(AuditError):
-        parse_and_verify(forge(text), key.public_key(), NAME, ORIGIN)
+        parse_and_verify(forge(text), Verifiers.of(NAME, key), ORIGIN)
 
 
 def test_a_checkpoint_signed_by_another_key_is_refused(key: Ed25519PrivateKey) -> None:
     text = sign_checkpoint(ORIGIN, 5, root(tree(5)), Ed25519PrivateKey.generate(), NAME)
     with pytest.raises(AuditError, match="not signed"):
-        parse_and_verify(text, key.public_key(), NAME, ORIGIN)
+        parse_and_verify(text, Verifiers.of(NAME, key), ORIGIN)
 
 
 def test_a_checkpoint_for_another_log_is_refused(key: Ed25519PrivateKey) -> None:
     text = sign_checkpoint("other.example/log", 5, root(tree(5)), key, NAME)
     with pytest.raises(AuditError, match=r"other\.example"):
-        parse_and_verify(text, key.public_key(), NAME, ORIGIN)
+        parse_and_verify(text, Verifiers.of(NAME, key), ORIGIN)
 
 
 @pytest.mark.parametrize(

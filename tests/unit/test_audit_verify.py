@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from breakglass.audit import (
     BadRow,
     TreeState,
+    Verifiers,
     build_evidence_zip,
     canonical_json,
     event_leaf_hash,
@@ -77,7 +78,7 @@ CHECKPOINTS = checkpoints_for(LOG, SIZES)
 
 
 def verify(rows: list[Any], checkpoints: list[str] = CHECKPOINTS, **kw: Any) -> Any:
-    return verify_log(rows, checkpoints, PUBLIC, NAME, ORIGIN, **kw)
+    return verify_log(rows, checkpoints, Verifiers.of(NAME, PUBLIC), ORIGIN, **kw)
 
 
 def first(report: Any) -> tuple[int | None, str]:
@@ -265,7 +266,8 @@ def test_memory_does_not_grow_with_the_log() -> None:
     peaks = []
     for n in (2_000, 20_000):
         tracemalloc.start()
-        report = verify_log(rows(n), [], PUBLIC, NAME, ORIGIN, require_checkpoint=False)
+        report = verify_log(rows(n), [], Verifiers.of(NAME, PUBLIC), ORIGIN,
+                            require_checkpoint=False)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
         assert report.ok

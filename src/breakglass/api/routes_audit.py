@@ -30,8 +30,9 @@ def all_checkpoints(c: ContainerDep) -> list[str]:
 
 @router.get("/audit/key", response_class=PlainTextResponse)
 def verifier_key(c: ContainerDep) -> str:
-    """The checkpoint verifier key (signed-note vkey format)."""
-    return c.audit.vkey + "\n"
+    """The checkpoint verifier keys (signed-note vkey format), one a line: the signing
+    key's first, then the keys it replaced."""
+    return c.audit.verifier_keys
 
 
 @router.get("/audit/proof/inclusion")

@@ -25,6 +25,8 @@ from breakglass.audit.canonical import (
 from breakglass.audit.checkpoint import (
     Checkpoint,
     CheckpointPolicy,
+    Verifier,
+    Verifiers,
     key_hash,
     load_or_create_signing_key,
     load_signing_key_from_env_text,
@@ -34,6 +36,7 @@ from breakglass.audit.checkpoint import (
     public_key_text,
     sign_checkpoint,
     sign_note,
+    verify_checkpoint,
     verify_note,
 )
 from breakglass.audit.evidence import EvidenceSummary, build_evidence_zip, verify_evidence_zip
@@ -68,6 +71,8 @@ __all__ = [
     "S3ObjectLockAnchor",
     "SubtreeCache",
     "TreeState",
+    "Verifier",
+    "Verifiers",
     "VerifyReport",
     "build_evidence_zip",
     "canonical_json",
@@ -89,6 +94,7 @@ __all__ = [
     "seal_event",
     "sign_checkpoint",
     "sign_note",
+    "verify_checkpoint",
     "verify_consistency",
     "verify_evidence_zip",
     "verify_inclusion",

@@ -163,42 +163,111 @@ def parse_checkpoint(text: str) -> Checkpoint:
     return Checkpoint(origin, int(size_text), root, tuple(extensions))
 
 
+@dataclass(frozen=True)
+class Verifier:
+    """One verifier key: the name its signatures carry and its Ed25519 public key."""
+
+    name: str
+    key: Ed25519PublicKey
+
+    @property
+    def tag(self) -> bytes:
+        return key_hash(self.name, self.key)
+
+    def text(self) -> str:
+        return public_key_text(self.key, self.name)
+
+
+@dataclass(frozen=True)
+class Verifiers:
+    """The keys a log's checkpoints may be signed by: its signing key first, then the keys
+    it was signed by before a rotation. Written one vkey per line."""
+
+    keys: tuple[Verifier, ...]
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise AuditError("no verifier key given")
+
+    @classmethod
+    def of(cls, key_name: str, *keys: Ed25519PrivateKey | Ed25519PublicKey) -> Verifiers:
+        found: dict[str, Verifier] = {}
+        for key in keys:
+            public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+            verifier = Verifier(key_name, public)
+            found.setdefault(verifier.text(), verifier)
+        return cls(tuple(found.values()))
+
+    @classmethod
+    def parse(cls, text: str) -> Verifiers:
+        """One vkey per line; blank lines and lines starting with ``#`` are skipped."""
+        found: dict[str, Verifier] = {}
+        for number, raw in enumerate(text.splitlines(), start=1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            try:
+                verifier = Verifier(*parse_vkey(line))
+            except AuditError as exc:
+                raise AuditError(f"verifier key on line {number}: {exc}") from exc
+            found.setdefault(verifier.text(), verifier)
+        return cls(tuple(found.values()))
+
+    def __add__(self, other: Verifiers) -> Verifiers:
+        found = {v.text(): v for v in (*self.keys, *other.keys)}
+        return Verifiers(tuple(found.values()))
+
+    def text(self) -> str:
+        return "".join(f"{v.text()}\n" for v in self.keys)
+
+    def signer(self, text: str) -> tuple[str, Verifier]:
+        """The text of a note and the first of these keys that signed it; else ``AuditError``.
+
+        Signatures by other keys (witnesses, say) are ignored, as signed-note requires;
+        a signature tagged with one of these keys that does not verify is refused.
+        """
+        body, signatures = _split_note(text)
+        by_tag = {(v.name, v.tag): v for v in self.keys}
+        signer: Verifier | None = None
+        for line in signatures:
+            if not line.startswith(SIGNATURE_PREFIX):
+                raise AuditError("note signature line does not start with '— '")
+            name, _, encoded = line[len(SIGNATURE_PREFIX) :].partition(" ")
+            raw = _b64decode(encoded, "signature")
+            if len(raw) < 5:
+                raise AuditError("note signature is too short")
+            verifier = by_tag.get((name, raw[:4]))
+            if verifier is None:
+                continue
+            try:
+                verifier.key.verify(raw[4:], body.encode())
+            except InvalidSignature as exc:
+                raise AuditError(f"signature by {name} is invalid") from exc
+            signer = signer or verifier
+        if signer is None:
+            names = ", ".join(f"{v.name}+{v.tag.hex()}" for v in self.keys)
+            raise AuditError(f"not signed by a trusted key ({names})")
+        return body, signer
+
+
 def verify_note(text: str, public_key: Ed25519PublicKey, key_name: str) -> str:
-    """The text of a note that ``key_name``'s key signed; else ``AuditError``.
-
-    Signatures by other keys (witnesses, say) are ignored, as signed-note requires.
-    """
-    body, signatures = _split_note(text)
-    want_hash = key_hash(key_name, public_key)
-    verified = False
-    for line in signatures:
-        if not line.startswith(SIGNATURE_PREFIX):
-            raise AuditError("note signature line does not start with '— '")
-        name, _, encoded = line[len(SIGNATURE_PREFIX) :].partition(" ")
-        raw = _b64decode(encoded, "signature")
-        if len(raw) < 5:
-            raise AuditError("note signature is too short")
-        if name != key_name or raw[:4] != want_hash:
-            continue
-        try:
-            public_key.verify(raw[4:], body.encode())
-        except InvalidSignature as exc:
-            raise AuditError(f"signature by {key_name} is invalid") from exc
-        verified = True
-    if not verified:
-        raise AuditError(f"not signed by key {key_name}")
-    return body
+    """The text of a note that ``key_name``'s key signed; else ``AuditError``."""
+    return Verifiers.of(key_name, public_key).signer(text)[0]
 
 
-def parse_and_verify(
-    text: str, public_key: Ed25519PublicKey, key_name: str, origin: str
-) -> Checkpoint:
-    """The checkpoint, if ``key_name``'s key signed it for ``origin``; else ``AuditError``."""
-    verify_note(text, public_key, key_name)
+def verify_checkpoint(text: str, keys: Verifiers, origin: str) -> tuple[Checkpoint, Verifier]:
+    """The checkpoint and the key that signed it, if one of ``keys`` signed it for
+    ``origin``; else ``AuditError``."""
+    _, signer = keys.signer(text)
     checkpoint = parse_checkpoint(text)
     if checkpoint.origin != origin:
         raise AuditError(f"checkpoint is for log {checkpoint.origin!r}, not {origin!r}")
-    return checkpoint
+    return checkpoint, signer
+
+
+def parse_and_verify(text: str, keys: Verifiers, origin: str) -> Checkpoint:
+    """The checkpoint, if one of ``keys`` signed it for ``origin``; else ``AuditError``."""
+    return verify_checkpoint(text, keys, origin)[0]
 
 
 class CheckpointPolicy:

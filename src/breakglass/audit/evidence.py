@@ -3,11 +3,12 @@
 The zip holds ``events.jsonl`` (the whole log up to the newest checkpoint,
 one canonical JSON row a line), ``incident.jsonl`` (the incident's rows),
 ``checkpoints/<size>.txt`` (signed checkpoints), ``key.pub`` (the verifier
-key), ``proofs.json`` (an inclusion proof of each incident row in the newest
-checkpoint), ``manifest.json`` (SHA-256 of every other file) and
-``catalog.json`` (the catalog versions, as SHA-256 of the catalog file, that
-judged the incident's requests, read from their signed rows) and
-``README.txt``. It is reproducible: the same inputs give the same bytes.
+keys, one a line: the signing key's, then any it replaced), ``proofs.json``
+(an inclusion proof of each incident row in the newest checkpoint),
+``manifest.json`` (SHA-256 of every other file), ``catalog.json`` (the
+catalog versions, as SHA-256 of the catalog file, that judged the incident's
+requests, read from their signed rows) and ``README.txt``. It is
+reproducible: the same inputs give the same bytes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from breakglass.audit.canonical import LEAF_HASH_FIELD, canonical_json, event_leaf_hash, read_jsonl
-from breakglass.audit.checkpoint import Checkpoint, parse_and_verify, parse_vkey
+from breakglass.audit.checkpoint import Checkpoint, Verifiers, parse_and_verify
 from breakglass.audit.merkle import TreeState, inclusion_proof
 from breakglass.audit.verify import Problem, VerifyReport, verify_log, verify_proofs
 from breakglass.domain.errors import AuditError
@@ -37,7 +38,8 @@ first {size} entries checkpoints/{latest} signs. Check it with
 
     breakglass audit verify --evidence THIS_FILE.zip
 
-and the verifier key the operator publishes (compare it with key.pub). That
+and the verifier keys the operator publishes (compare them with key.pub,
+one key a line; a log whose signing key was rotated has more than one). That
 checks every file against manifest.json, the RFC 6962 tree of events.jsonl
 against each C2SP checkpoint, each inclusion proof in proofs.json, and that
 catalog.json names exactly the catalog versions the incident's rows record.
@@ -93,10 +95,10 @@ class _Writer:
 def _verified_heads(
     checkpoints: Iterable[str], public_key_text: str, origin: str
 ) -> list[tuple[Checkpoint, str]]:
-    key_name, public_key = parse_vkey(public_key_text)
+    keys = Verifiers.parse(public_key_text)
     heads = {}
     for text in checkpoints:
-        head = parse_and_verify(text, public_key, key_name, origin)
+        head = parse_and_verify(text, keys, origin)
         heads[head.size] = (head, text)
     if not heads:
         raise AuditError("no checkpoint to anchor the evidence: sign one first")
@@ -275,7 +277,7 @@ def verify_evidence_zip(path: str | os.PathLike[str], trusted_vkey: str | None) 
         try:
             bundled_key = archive.read("key.pub").decode().strip()
             vkey = (trusted_vkey or bundled_key).strip()
-            key_name, public_key = parse_vkey(vkey)
+            keys = Verifiers.parse(vkey)
             checkpoints = [
                 archive.read(n).decode() for n in sorted(files) if n.startswith("checkpoints/")
             ]
@@ -284,11 +286,11 @@ def verify_evidence_zip(path: str | os.PathLike[str], trusted_vkey: str | None) 
         except (KeyError, ValueError, AuditError) as exc:
             return fail(Problem(None, "evidence", f"unreadable bundle: {exc}"))
         with archive.open("events.jsonl") as raw:
-            report = verify_log(read_jsonl(raw), checkpoints, public_key, key_name, origin)
+            report = verify_log(read_jsonl(raw), checkpoints, keys, origin)
         if trusted_vkey is None:
             report.notes.append("checked with the bundle's own key.pub, not a trusted key")
         elif bundled_key != vkey:
-            report.notes.append("key.pub differs from the trusted key; the trusted key was used")
+            report.notes.append("key.pub differs from the trusted keys; the trusted keys were used")
         _check_proofs(report, proofs_doc, incident_rows, manifest)
         _check_catalog(report, archive, files, incident_rows)
         report.ok = report.ok and not report.problems

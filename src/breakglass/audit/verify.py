@@ -16,7 +16,10 @@ row before those that only bound a range:
 * a log rewritten wholesale with every hash recomputed: ``checkpoint`` at
   the first index after the last checkpoint that still matches, since the
   signed roots cannot be recomputed without the key;
-* a log shorter than a signed checkpoint: ``truncated`` at its first missing index.
+* a log shorter than a signed checkpoint: ``truncated`` at its first missing index;
+* a checkpoint larger than the log was when its key was retired (an
+  ``audit:key:rotated`` row names the retired key): ``retired_key`` at that row,
+  so a leaked old key cannot vouch for history written after the rotation.
 """
 
 from __future__ import annotations
@@ -25,8 +28,6 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from breakglass.audit.canonical import (
     LEAF_HASH_FIELD,
@@ -37,9 +38,10 @@ from breakglass.audit.canonical import (
     event_leaf_hash,
     leaf_from_line,
 )
-from breakglass.audit.checkpoint import Checkpoint, parse_and_verify
+from breakglass.audit.checkpoint import Checkpoint, Verifier, Verifiers, verify_checkpoint
 from breakglass.audit.merkle import EMPTY_ROOT, TreeState, verify_inclusion
 from breakglass.domain.errors import AuditError
+from breakglass.domain.events import EventTag
 
 MAX_PROBLEMS = 1000
 
@@ -106,26 +108,25 @@ class _Problems:
         return index
 
 
+_ROTATED = str(EventTag.AUDIT_KEY_ROTATED)
+
+
 def _signed_heads(
-    texts: Iterable[str],
-    public_key: Ed25519PublicKey,
-    key_name: str,
-    origin: str,
-    problems: _Problems,
-) -> list[Checkpoint]:
-    by_size: dict[int, Checkpoint] = {}
+    texts: Iterable[str], keys: Verifiers, origin: str, problems: _Problems
+) -> list[tuple[Checkpoint, Verifier]]:
+    by_size: dict[int, tuple[Checkpoint, Verifier]] = {}
     for number, text in enumerate(texts, start=1):
         try:
-            head = parse_and_verify(text, public_key, key_name, origin)
+            head, signer = verify_checkpoint(text, keys, origin)
         except AuditError as exc:
             problems.add(None, "checkpoint_invalid", f"checkpoint #{number}: {exc}")
             continue
-        seen = by_size.setdefault(head.size, head)
+        seen, _ = by_size.setdefault(head.size, (head, signer))
         if seen.root != head.root:
             problems.add(
                 None, "checkpoint_fork", f"two signed checkpoints of size {head.size} differ"
             )
-    return sorted(by_size.values(), key=lambda c: c.size)
+    return [by_size[size] for size in sorted(by_size)]
 
 
 def _row_leaf(row: Mapping[str, Any], index: int, problems: _Problems) -> bytes | None:
@@ -146,8 +147,7 @@ def _row_leaf(row: Mapping[str, Any], index: int, problems: _Problems) -> bytes 
 def verify_log(
     events: Iterable[Mapping[str, Any] | JsonLine | BadRow],
     checkpoints: Iterable[str],
-    public_key: Ed25519PublicKey,
-    key_name: str,
+    keys: Verifiers,
     origin: str,
     *,
     require_checkpoint: bool = True,
@@ -157,10 +157,11 @@ def verify_log(
     ``events`` are mappings in index order (database rows, or :func:`read_jsonl`
     of an export, whose canonical lines are checked without re-encoding). With
     ``require_checkpoint`` a non-empty log that no valid checkpoint covers
-    fails: without a signed root a wholesale rewrite cannot be told apart.
+    fails: without a signed root a wholesale rewrite cannot be told apart. A checkpoint
+    may be signed by any of ``keys`` (the current key and those it replaced).
     """
     problems = _Problems()
-    heads = _signed_heads(checkpoints, public_key, key_name, origin, problems)
+    heads = _signed_heads(checkpoints, keys, origin, problems)
     tree = TreeState()
     state = _Anchoring(heads, problems)
     state.reached(tree)
@@ -182,6 +183,8 @@ def verify_log(
                 detail = f"prev_hash is not the leaf hash {want} of the row before: one was altered"
                 problems.add(index, "chain", detail)
         prev = leaf
+        if row.get("action") == _ROTATED:
+            state.retire(row, index)
         tree.append(leaf)
         expected = index + 1
         if tree.size == state.next_size:
@@ -227,21 +230,37 @@ def verify_proofs(
 class _Anchoring:
     """Walks the signed heads in size order as the tree grows."""
 
-    def __init__(self, heads: list[Checkpoint], problems: _Problems) -> None:
+    def __init__(self, heads: list[tuple[Checkpoint, Verifier]], problems: _Problems) -> None:
         self._heads = heads
         self._next = 0
         self._problems = problems
+        self._retired: dict[str, int] = {}  # vkey -> index of the row that retired it
         self.good_size = 0
         self.verified = 0
-        self.next_size = heads[0].size if heads else -1
+        self.next_size = heads[0][0].size if heads else -1
+
+    def retire(self, row: Mapping[str, Any], index: int) -> None:
+        """An ``audit:key:rotated`` row: its retired key signs no tree larger than ``index``."""
+        payload = row.get("payload")
+        retired = payload.get("retired") if isinstance(payload, Mapping) else None
+        if isinstance(retired, str):
+            self._retired.setdefault(retired, index)
 
     def reached(self, tree: TreeState) -> None:
         """Compare the tree with the head of its size, if there is one."""
         if self.next_size != tree.size:
             return
-        head = self._heads[self._next]
+        head, signer = self._heads[self._next]
         root = tree.root() if tree.size else EMPTY_ROOT
-        if root == head.root:
+        retired_at = self._retired.get(signer.text())
+        if retired_at is not None and head.size > retired_at:
+            self._problems.add(
+                retired_at,
+                "retired_key",
+                f"checkpoint of size {head.size} is signed by {signer.name}+{signer.tag.hex()}, "
+                f"a key retired at index {retired_at}: it signs nothing after that",
+            )
+        elif root == head.root:
             self.good_size = head.size
             self.verified += 1
         else:
@@ -253,11 +272,11 @@ class _Anchoring:
                 "on was altered",
             )
         self._next += 1
-        self.next_size = self._heads[self._next].size if self._next < len(self._heads) else -1
+        self.next_size = self._heads[self._next][0].size if self._next < len(self._heads) else -1
 
     def finish(self, tree: TreeState) -> None:
         if self._next < len(self._heads):
-            newest = self._heads[-1].size
+            newest = self._heads[-1][0].size
             self._problems.add(
                 tree.size,
                 "truncated",

@@ -10,7 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
-from breakglass.audit import VerifyReport, parse_vkey, read_jsonl, verify_evidence_zip, verify_log
+from breakglass.audit import (
+    Verifiers,
+    VerifyReport,
+    read_jsonl,
+    verify_evidence_zip,
+    verify_log,
+)
 from breakglass.cli import render
 from breakglass.cli.client import ApiClient
 
@@ -47,7 +53,8 @@ def _report(report: VerifyReport, as_json: bool) -> None:
 def verify(
     evidence: Annotated[Path | None, typer.Option("--evidence", help="An evidence zip.")] = None,
     export: Annotated[Path | None, typer.Option("--export", help="An export directory.")] = None,
-    key: Annotated[str | None, typer.Option("--key", help="Trusted verifier key (or file).")]
+    key: Annotated[str | None, typer.Option(
+        "--key", help="Trusted verifier keys, one a line (or a file of them).")]
     = None,
     catalog: Annotated[Path | None, typer.Option("--catalog")] = None,
     db: Annotated[str | None, typer.Option("--db", envvar="BREAKGLASS_DB")] = None,
@@ -83,10 +90,9 @@ def verify(
 
 def verify_online(client: ApiClient, vkey: str | None) -> VerifyReport:
     """Fetch every entry and checkpoint from the server, then verify here."""
-    name, public_key = parse_vkey(vkey or client.raw("GET", "/v1/audit/key").decode().strip())
+    keys = Verifiers.parse(vkey or client.raw("GET", "/v1/audit/key").decode())
     checkpoints = client.call("GET", "/v1/audit/checkpoints")
-
-    return verify_log(_entries(client), checkpoints, public_key, name, name)
+    return verify_log(_entries(client), checkpoints, keys, keys.keys[0].name)
 
 
 def _entries(client: ApiClient) -> Iterator[dict[str, Any]]:
@@ -111,10 +117,10 @@ def _entries(client: ApiClient) -> Iterator[dict[str, Any]]:
 
 
 def verify_export(directory: Path, vkey: str | None) -> VerifyReport:
-    name, public_key = parse_vkey(vkey or (directory / "key.pub").read_text().strip())
+    keys = Verifiers.parse(vkey or (directory / "key.pub").read_text())
     checkpoints = [p.read_text() for p in sorted((directory / "checkpoints").glob("*.txt"))]
     with (directory / "events.jsonl").open("rb") as fh:
-        return verify_log(read_jsonl(fh), checkpoints, public_key, name, name)
+        return verify_log(read_jsonl(fh), checkpoints, keys, keys.keys[0].name)
 
 
 @audit_app.command("export")

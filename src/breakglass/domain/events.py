@@ -49,3 +49,4 @@ class EventTag(StrEnum):
     REVIEW_OVERDUE = "review:access:overdue"
     REVIEW_TASK_ADDED = "review:task:added"
     REVIEW_TASK_CLOSED = "review:task:closed"
+    AUDIT_KEY_ROTATED = "audit:key:rotated"

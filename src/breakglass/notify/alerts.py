@@ -7,8 +7,8 @@ event can be tied to them:
 * ``identity_change``: an emergency role ran an identity or privilege change
   (``grant:action:high_risk``, written by the statement-log watcher);
 * events the broker flags as alerts (``payload.alert``): a failed
-  revocation, drift found; plus ``rules.events`` (name: action patterns),
-  e.g. access-key creation attempts or audit tamper findings;
+  revocation, drift found, a rotated audit signing key; plus ``rules.events``
+  (name: action patterns), e.g. access-key creation attempts or audit tamper findings;
 * ``late_revocation``: a grant ended more than ``late_revocation_after``
   after its expiry;
 * ``violation_burst``: N refusals of one principal within M minutes;
@@ -35,6 +35,7 @@ FLAGGED_NAMES = {
     EventTag.GRANT_REVOCATION_FAILED.value: "revocation_failed",
     EventTag.DRIFT_ORPHAN.value: "drift_orphan",
     EventTag.DRIFT_MISSING.value: "drift_missing",
+    EventTag.AUDIT_KEY_ROTATED.value: "audit_key_rotated",
 }
 SEVERITY = {
     "identity_change": "critical",
@@ -43,6 +44,7 @@ SEVERITY = {
     "late_revocation": "high",
     "drift_orphan": "high",
     "drift_missing": "high",
+    "audit_key_rotated": "high",
     "violation_burst": "medium",
     "review_overdue": "medium",
 }

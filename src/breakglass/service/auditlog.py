@@ -6,6 +6,13 @@ checkpoints, publishes them to write-once anchors, refuses to sign a tree
 that does not extend the last one, and at startup refuses to run on a
 database whose head is behind or inconsistent with the newest anchored
 checkpoint (a restored or rolled-back database).
+
+The signing key can be rotated: start the broker with a new key and the old
+verifier key in ``previous`` (``BREAKGLASS_AUDIT_PREVIOUS_KEYS``). Anchored
+checkpoints signed by either are trusted; before its first checkpoint the
+broker records ``audit:key:rotated`` (retired and new verifier keys, an alert),
+after which verifiers refuse any checkpoint by the retired key that covers
+more than the log held when it was retired.
 """
 
 from __future__ import annotations
@@ -19,26 +26,29 @@ from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from breakglass.audit import (
     Anchor,
     Checkpoint,
     CheckpointPolicy,
+    Verifier,
+    Verifiers,
     VerifyReport,
     build_evidence_zip,
     consistency_proof,
     inclusion_proof,
-    parse_and_verify,
-    public_key_text,
     sign_checkpoint,
+    verify_checkpoint,
     verify_log,
 )
 from breakglass.audit.merkle import TreeState
 from breakglass.domain.errors import AuditError, InvalidInput, NotFound
+from breakglass.domain.events import EventTag
 from breakglass.service.ports import Clock
 from breakglass.storage import tables as t
 from breakglass.storage.events import row_to_event
+from breakglass.storage.uow import UnitOfWork
 
 log = structlog.get_logger("breakglass.audit")
 
@@ -59,10 +69,14 @@ class _BoundedCache(OrderedDict[tuple[int, int], bytes]):
 
 class AuditLog:
     def __init__(self, engine: Engine, *, key: Ed25519PrivateKey, origin: str,
-                 anchors: Sequence[Anchor], clock: Clock) -> None:
+                 anchors: Sequence[Anchor], clock: Clock,
+                 previous: Verifiers | None = None) -> None:
         self._engine = engine
         self._key = key
         self.origin = origin
+        self._signer = Verifier(origin, key.public_key())
+        self.verifiers = Verifiers((self._signer,)) + (previous or Verifiers((self._signer,)))
+        self._retiring: tuple[Verifier, int] | None = None  # a rotation not yet recorded
         self._anchors = list(anchors)
         self._clock = clock
         self._lock = threading.Lock()
@@ -74,8 +88,9 @@ class AuditLog:
         self._state_lock = threading.Lock()
 
     @property
-    def vkey(self) -> str:
-        return public_key_text(self._key, self.origin)
+    def verifier_keys(self) -> str:
+        """The verifier keys (vkey lines): the signing key's, then those it replaced."""
+        return self.verifiers.text()
 
     # -- leaves -----------------------------------------------------------------------
 
@@ -129,15 +144,22 @@ class AuditLog:
 
     # -- checkpoints ------------------------------------------------------------------
 
-    def _newest_anchored(self) -> tuple[Checkpoint, str] | None:
-        best: tuple[Checkpoint, str] | None = None
+    def _newest_anchored(self) -> tuple[Checkpoint, str, Verifier] | None:
+        best: tuple[Checkpoint, str, Verifier] | None = None
         for anchor in self._anchors:
             text = anchor.latest()
             if text is None:
                 continue
-            checkpoint = parse_and_verify(text, self._key.public_key(), self.origin, self.origin)
+            try:
+                checkpoint, signer = verify_checkpoint(text, self.verifiers, self.origin)
+            except AuditError as exc:
+                raise AuditError(
+                    f"refusing to write: the newest anchored checkpoint is not signed by this "
+                    f"broker's audit key or a previous one ({exc}); after rotating the key, list "
+                    "the previous verifier key (GET /v1/audit/key before the rotation) in "
+                    "BREAKGLASS_AUDIT_PREVIOUS_KEYS") from exc
             if best is None or checkpoint.size > best[0].size:
-                best = (checkpoint, text)
+                best = (checkpoint, text, signer)
         return best
 
     def check_against_anchors(self) -> None:
@@ -146,7 +168,7 @@ class AuditLog:
             newest = self._newest_anchored()
             if newest is None:
                 return
-            checkpoint, text = newest
+            checkpoint, text, signer = newest
             state = TreeState()
             tail = self._fold(state, None, upto=checkpoint.size)
             if state.size < checkpoint.size and self._leaves(state.size, checkpoint.size):
@@ -164,10 +186,50 @@ class AuditLog:
             self._last, self._last_text = checkpoint, text
             with self._state_lock:
                 self._state, self._tail = state, tail
+            if signer.text() != self._signer.text():
+                self._check_not_retired(signer, checkpoint.size)
+                self._retiring = (signer, checkpoint.size)
+
+    def _rotations(self, conn: Connection) -> dict[str, int]:
+        """Each retired verifier key and the index of the row that retired it."""
+        found: dict[str, int] = {}
+        for row in conn.execute(
+                select(t.events.c.idx, t.events.c.payload)
+                .where(t.events.c.action == EventTag.AUDIT_KEY_ROTATED)
+                .order_by(t.events.c.idx)):
+            retired = (row.payload or {}).get("retired")
+            if isinstance(retired, str):
+                found.setdefault(retired, int(row.idx))
+        return found
+
+    def _check_not_retired(self, signer: Verifier, size: int) -> None:
+        with self._engine.connect() as conn:
+            retired_at = self._rotations(conn).get(signer.text())
+        if retired_at is not None and size > retired_at:
+            raise AuditError(
+                f"refusing to write: the newest anchored checkpoint ({size} events) is signed by "
+                f"{signer.name}+{signer.tag.hex()}, a key retired at audit event {retired_at}; "
+                "whoever holds that key signed it after the rotation")
+
+    def _record_rotation(self, retired: Verifier, anchored: int) -> None:
+        """Write ``audit:key:rotated`` once, however many brokers start with the new key."""
+        with UnitOfWork(self._engine, group=False) as uow:
+            # the log head, locked: brokers starting together record the rotation once
+            uow.connection.execute(select(t.log_head.c.size).with_for_update()).scalar()
+            if retired.text() in self._rotations(uow.connection):
+                return
+            uow.events.append(
+                ts=self._clock.now(), actor="broker", action=EventTag.AUDIT_KEY_ROTATED,
+                reason="the audit signing key was replaced",
+                payload={"retired": retired.text(), "signing": self._signer.text(),
+                         "anchored_size": anchored, "alert": True})
 
     def checkpoint(self) -> str | None:
         """Sign and publish the current head if it grew; return the newest checkpoint."""
         with self._lock:
+            if self._retiring is not None:  # first, so the new key's first checkpoint covers it
+                self._record_rotation(*self._retiring)
+                self._retiring = None
             size, head_root = self.head()
             with self._engine.connect() as conn:
                 stored = conn.execute(select(t.log_head.c.size)).scalar()
@@ -182,7 +244,7 @@ class AuditLog:
             proof = (consistency_proof(self._last.size, size, self._leaves, cache=self._cache)
                      if self._last is not None else [])
             CheckpointPolicy.assert_can_sign(self._last, size, head_root, proof)
-            text = sign_checkpoint(self.origin, size, head_root, self._key, self.origin)
+            text = sign_checkpoint(self.origin, size, head_root, self._key, self._signer.name)
             for anchor in self._anchors:
                 anchor.publish(text, size)
             self._last = Checkpoint(self.origin, size, head_root)
@@ -240,8 +302,7 @@ class AuditLog:
     # -- verification, export, evidence ----------------------------------------------
 
     def verify(self) -> VerifyReport:
-        return verify_log(self.entries(), self.checkpoints(), self._key.public_key(),
-                          self.origin, self.origin)
+        return verify_log(self.entries(), self.checkpoints(), self.verifiers, self.origin)
 
     def export(self, out: Path, fmt: str = "jsonl") -> Path:
         out.mkdir(parents=True, exist_ok=True)
@@ -249,7 +310,7 @@ class AuditLog:
         for text in self.checkpoints():
             size = text.splitlines()[1]
             (out / "checkpoints" / f"{int(size):020d}.txt").write_text(text)
-        (out / "key.pub").write_text(self.vkey + "\n")
+        (out / "key.pub").write_text(self.verifier_keys)
         target = out / ("events.jsonl" if fmt == "jsonl" else "events.ocsf.jsonl")
         with target.open("w") as fh:
             for entry in self.entries():
@@ -265,7 +326,7 @@ class AuditLog:
         if not indices:
             raise NotFound(f"no events for incident {incident}", rule="incident.not_found")
         summary = build_evidence_zip(
-            out, incident, self.entries(), self.checkpoints(), self.vkey,
+            out, incident, self.entries(), self.checkpoints(), self.verifier_keys,
             incident_indices=indices, origin=self.origin,
             created_at=self._clock.now().isoformat(), serving_catalog=serving_catalog)
         return {"incident": incident, "path": str(out), "events": len(indices),
