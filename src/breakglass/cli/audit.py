@@ -130,7 +130,7 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="jsonl or ocsf")] = "jsonl",
     db: Annotated[str | None, typer.Option("--db", envvar="BREAKGLASS_DB")] = None,
 ) -> None:
-    """Export every event with the checkpoints and the verifier key."""
+    """Export every event with the checkpoints and the verifier keys."""
     if fmt not in ("jsonl", "ocsf"):
         raise typer.BadParameter("--format must be jsonl or ocsf")
     from breakglass.bootstrap import build_audit
@@ -145,6 +145,10 @@ def export(
                         SystemClock())
     path = audit.export(out, fmt)
     render.out.print(f"exported to {path}")
+    if foreign := audit.foreign_checkpoints():
+        render.out.print(f"note: {foreign} checkpoint(s) are signed by no key in key.pub; if the "
+                         "audit key was rotated, set BREAKGLASS_AUDIT_PREVIOUS_KEYS as for "
+                         "`serve` and export again")
 
 
 def evidence(

@@ -257,6 +257,16 @@ class AuditLog:
             raise NotFound("the audit log is empty", rule="audit.empty")
         return text
 
+    def foreign_checkpoints(self) -> int:
+        """How many anchored checkpoints none of the verifier keys signed."""
+        count = 0
+        for text in self.checkpoints():
+            try:
+                verify_checkpoint(text, self.verifiers, self.origin)
+            except AuditError:
+                count += 1
+        return count
+
     def checkpoints(self) -> list[str]:
         seen: dict[str, None] = {}
         for anchor in self._anchors:
