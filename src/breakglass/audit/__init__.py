@@ -54,7 +54,13 @@ from breakglass.audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from breakglass.audit.verify import Problem, VerifyReport, verify_log, verify_proofs
+from breakglass.audit.verify import (
+    Problem,
+    VerifyReport,
+    anchored_within,
+    verify_log,
+    verify_proofs,
+)
 
 __all__ = [
     "EMPTY_ROOT",
@@ -74,6 +80,7 @@ __all__ = [
     "Verifier",
     "Verifiers",
     "VerifyReport",
+    "anchored_within",
     "build_evidence_zip",
     "canonical_json",
     "consistency_proof",

@@ -24,9 +24,20 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from breakglass.audit.canonical import LEAF_HASH_FIELD, canonical_json, event_leaf_hash, read_jsonl
-from breakglass.audit.checkpoint import Checkpoint, Verifiers, parse_and_verify
+from breakglass.audit.checkpoint import (
+    Checkpoint,
+    Verifiers,
+    parse_and_verify,
+    parse_checkpoint,
+)
 from breakglass.audit.merkle import TreeState, inclusion_proof
-from breakglass.audit.verify import Problem, VerifyReport, verify_log, verify_proofs
+from breakglass.audit.verify import (
+    Problem,
+    VerifyReport,
+    anchored_within,
+    verify_log,
+    verify_proofs,
+)
 from breakglass.domain.errors import AuditError
 
 FORMAT = "breakglass-evidence/1"
@@ -249,11 +260,14 @@ def _manifest_problems(archive: zipfile.ZipFile, files: Mapping[str, str]) -> li
     return found
 
 
-def verify_evidence_zip(path: str | os.PathLike[str], trusted_vkey: str | None) -> VerifyReport:
+def verify_evidence_zip(path: str | os.PathLike[str], trusted_vkey: str | None,
+                        anchored: Sequence[str] | None = None) -> VerifyReport:
     """Check an evidence zip: manifest, log, checkpoints and every inclusion proof.
 
     Without ``trusted_vkey`` the bundle's own key.pub is used, which proves
     only that the bundle is self-consistent; the report's notes say so.
+    ``anchored`` are checkpoints read from the write-once anchor itself: the
+    bundle's log must agree with every one of them it is large enough for.
     """
 
     def fail(*problems: Problem) -> VerifyReport:  # before any row was read
@@ -281,12 +295,18 @@ def verify_evidence_zip(path: str | os.PathLike[str], trusted_vkey: str | None) 
             checkpoints = [
                 archive.read(n).decode() for n in sorted(files) if n.startswith("checkpoints/")
             ]
+            notes: list[str] = []
+            if anchored is not None:
+                size = max((parse_checkpoint(c).size for c in checkpoints), default=0)
+                kept, notes = anchored_within(anchored, size)
+                checkpoints += kept
             proofs_doc = json.loads(archive.read("proofs.json"))
             incident_rows = list(read_jsonl(archive.read("incident.jsonl").splitlines()))
         except (KeyError, ValueError, AuditError) as exc:
             return fail(Problem(None, "evidence", f"unreadable bundle: {exc}"))
         with archive.open("events.jsonl") as raw:
             report = verify_log(read_jsonl(raw), checkpoints, keys, origin)
+        report.notes.extend(notes)
         if trusted_vkey is None:
             report.notes.append("checked with the bundle's own key.pub, not a trusted key")
         elif bundled_key != vkey:

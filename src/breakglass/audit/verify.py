@@ -38,7 +38,13 @@ from breakglass.audit.canonical import (
     event_leaf_hash,
     leaf_from_line,
 )
-from breakglass.audit.checkpoint import Checkpoint, Verifier, Verifiers, verify_checkpoint
+from breakglass.audit.checkpoint import (
+    Checkpoint,
+    Verifier,
+    Verifiers,
+    parse_checkpoint,
+    verify_checkpoint,
+)
 from breakglass.audit.merkle import EMPTY_ROOT, TreeState, verify_inclusion
 from breakglass.domain.errors import AuditError
 from breakglass.domain.events import EventTag
@@ -201,6 +207,30 @@ def verify_log(
         checkpoints_verified=state.verified,
         problems_omitted=problems.omitted,
     )
+
+
+def anchored_within(anchored: Iterable[str], size: int | None) -> tuple[list[str], list[str]]:
+    """Checkpoints read straight from a write-once anchor, to verify a copy of ``size`` rows
+    against (all of them for the live log, ``size`` None), and notes on what was left out.
+
+    A copy (an export, an evidence zip) is a snapshot: anchored checkpoints of a larger
+    tree came after it, or its tail was cut, which only the live log can tell apart.
+    """
+    kept: list[str] = []
+    beyond: list[str] = []
+    for text in anchored:
+        try:
+            larger = size is not None and parse_checkpoint(text).size > size
+        except AuditError:
+            larger = False  # kept: verification reports it
+        (beyond if larger else kept).append(text)
+    notes = [f"checked against {len(kept)} checkpoint(s) read from the anchor"]
+    if beyond:
+        newest = max(parse_checkpoint(text).size for text in beyond)
+        notes.append(f"{len(beyond)} anchored checkpoint(s) sign more than these {size} events "
+                     f"(up to {newest}): this copy predates them, or its tail was cut; verify "
+                     "the live log to tell which")
+    return kept, notes
 
 
 def verify_proofs(

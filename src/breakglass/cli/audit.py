@@ -11,8 +11,12 @@ from typing import Annotated, Any
 import typer
 
 from breakglass.audit import (
+    Anchor,
+    LocalDirectoryAnchor,
+    S3ObjectLockAnchor,
     Verifiers,
     VerifyReport,
+    anchored_within,
     read_jsonl,
     verify_evidence_zip,
     verify_log,
@@ -60,20 +64,29 @@ def verify(
     db: Annotated[str | None, typer.Option("--db", envvar="BREAKGLASS_DB")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     server: Annotated[str | None, typer.Option("--server", envvar="BREAKGLASS_SERVER")] = None,
+    anchor: Annotated[list[str] | None, typer.Option(
+        "--anchor", help="Also check against the checkpoints in this write-once anchor: "
+        "s3://BUCKET/PREFIX or a directory (repeatable).")] = None,
+    s3_endpoint: Annotated[str | None, typer.Option(
+        "--s3-endpoint", envvar="BREAKGLASS_ANCHOR_S3_ENDPOINT",
+        help="S3 endpoint URL for s3:// anchors (default: AWS).")] = None,
 ) -> None:
     """Re-derive the log's root and check every signed checkpoint.
 
     Online against the server (default), or offline: an evidence zip
     (--evidence), an export directory (--export), or the broker's own database
-    (--catalog, --db)."""
+    (--catalog, --db). With --anchor the checkpoints come from the write-once
+    store as well, not only from the server or the copy: whoever holds the
+    database and the key cannot hide an anchored checkpoint there."""
+    anchored = _anchored(anchor or [], s3_endpoint) if anchor else None
     if evidence is not None:
-        _report(verify_evidence_zip(evidence, _vkey(key)), as_json)
+        _report(verify_evidence_zip(evidence, _vkey(key), anchored), as_json)
         return
     if export is not None:
-        _report(verify_export(export, _vkey(key)), as_json)
+        _report(verify_export(export, _vkey(key), anchored), as_json)
         return
     if catalog is None:
-        _report(verify_online(ApiClient(server), _vkey(key)), as_json)
+        _report(verify_online(ApiClient(server), _vkey(key), anchored), as_json)
         return
     from breakglass.bootstrap import build_audit
     from breakglass.catalog.loader import load_catalog
@@ -88,11 +101,41 @@ def verify(
     _report(audit.verify(), as_json)
 
 
-def verify_online(client: ApiClient, vkey: str | None) -> VerifyReport:
-    """Fetch every entry and checkpoint from the server, then verify here."""
+def _anchored(urls: list[str], s3_endpoint: str | None) -> list[str]:
+    """Every checkpoint in the anchors ``urls`` (``s3://BUCKET/PREFIX`` or a directory)."""
+    anchors: list[Anchor] = []
+    for url in urls:
+        if url.startswith("s3://"):
+            import boto3  # heavy, and only S3 anchors need it
+
+            bucket, _, prefix = url.removeprefix("s3://").partition("/")
+            if not bucket:
+                raise typer.BadParameter(f"{url}: no bucket", param_hint="--anchor")
+            client = boto3.client("s3", endpoint_url=s3_endpoint)
+            anchors.append(S3ObjectLockAnchor(bucket, prefix, client))
+        else:
+            path = Path(url.removeprefix("file://"))
+            if not path.is_dir():
+                raise typer.BadParameter(f"{url}: no such directory", param_hint="--anchor")
+            anchors.append(LocalDirectoryAnchor(path))
+    return [text for found in anchors for text in found.checkpoints()]
+
+
+def verify_online(client: ApiClient, vkey: str | None,
+                  anchored: list[str] | None = None) -> VerifyReport:
+    """Fetch every entry and checkpoint from the server, then verify here.
+
+    ``anchored`` (read before the entries, so the live log is at least as large) must
+    all agree with the log as well."""
     keys = Verifiers.parse(vkey or client.raw("GET", "/v1/audit/key").decode())
     checkpoints = client.call("GET", "/v1/audit/checkpoints")
-    return verify_log(_entries(client), checkpoints, keys, keys.keys[0].name)
+    notes: list[str] = []
+    if anchored is not None:
+        kept, notes = anchored_within(anchored, None)
+        checkpoints = [*checkpoints, *kept]
+    report = verify_log(_entries(client), checkpoints, keys, keys.keys[0].name)
+    report.notes.extend(notes)
+    return report
 
 
 def _entries(client: ApiClient) -> Iterator[dict[str, Any]]:
@@ -116,11 +159,20 @@ def _entries(client: ApiClient) -> Iterator[dict[str, Any]]:
             yield from page
 
 
-def verify_export(directory: Path, vkey: str | None) -> VerifyReport:
+def verify_export(directory: Path, vkey: str | None,
+                  anchored: list[str] | None = None) -> VerifyReport:
     keys = Verifiers.parse(vkey or (directory / "key.pub").read_text())
     checkpoints = [p.read_text() for p in sorted((directory / "checkpoints").glob("*.txt"))]
+    notes: list[str] = []
+    if anchored is not None:
+        with (directory / "events.jsonl").open("rb") as fh:
+            size = sum(1 for _ in fh)
+        kept, notes = anchored_within(anchored, size)
+        checkpoints += kept
     with (directory / "events.jsonl").open("rb") as fh:
-        return verify_log(read_jsonl(fh), checkpoints, keys, keys.keys[0].name)
+        report = verify_log(read_jsonl(fh), checkpoints, keys, keys.keys[0].name)
+    report.notes.extend(notes)
+    return report
 
 
 @audit_app.command("export")

@@ -1,0 +1,129 @@
+"""Verifying against the write-once anchor itself, not only the checkpoints a copy carries.
+
+Whoever holds the database and the signing key can rewrite the log, sign fresh
+checkpoints for it and hand those over; the checkpoints already anchored stay
+where they are, and ``audit verify --anchor`` reads them from there.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from sqlalchemy import Engine
+
+from breakglass.audit import Anchor, LocalDirectoryAnchor, S3ObjectLockAnchor
+from breakglass.audit.checkpoint import load_or_create_signing_key
+from breakglass.cli.audit import verify_export
+from breakglass.service.auditlog import AuditLog
+from breakglass.service.broker import Broker
+from breakglass.service.ports import SecretBox
+from breakglass.storage.uow import UnitOfWork
+from tests.fakes import MemoryConnector
+from tests.integration.test_audit_tamper import rewrite_everything
+from tests.services import require
+
+BIN = Path(sys.executable).parent / "breakglass"
+
+
+def audit_log(engine: Engine, tmp_path: Path, loaded, clock, *anchors: Anchor) -> AuditLog:
+    key = load_or_create_signing_key(tmp_path / "audit.key")  # the operator's one key
+    return AuditLog(engine, key=key, origin=f"breakglass/{loaded.catalog.organization}",
+                    anchors=anchors, clock=clock)
+
+
+def history(engine: Engine, loaded, clock, people, audit: AuditLog, n: int) -> None:
+    broker = Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine),
+                    connectors={"embeddings-db": MemoryConnector("embeddings-db")}, clock=clock,
+                    secrets_box=SecretBox(SecretBox.new_key()))
+    for i in range(n):
+        view = broker.request_access(people["uma"], ["embeddings-read"],
+                                     incident=f"SEV-{5000 + i}", reason="recovery")
+        broker.revoke(people["uma"], view.request.id)
+        audit.checkpoint()
+
+
+def forge(engine: Engine, tmp_path: Path, loaded, clock) -> Path:
+    """Rewrite row 3 with every hash, sign the result to a fresh anchor, export it."""
+    rewrite_everything(engine, 3)
+    forger = audit_log(engine, tmp_path, loaded, clock,
+                       LocalDirectoryAnchor(tmp_path / "fresh-anchor"))
+    forger.checkpoint()
+    return forger.export(tmp_path / "forged").parent
+
+
+def test_a_re_signed_rewrite_passes_alone_and_fails_against_the_anchor(engine, tmp_path, loaded,
+                                                                       clock, people):
+    anchor = LocalDirectoryAnchor(tmp_path / "anchor")
+    audit = audit_log(engine, tmp_path, loaded, clock, anchor)
+    history(engine, loaded, clock, people, audit, 3)
+    honest = audit.export(tmp_path / "honest").parent
+    anchored = list(anchor.checkpoints())
+    report = verify_export(honest, None, anchored)
+    assert report.ok, report.problems
+    assert f"checked against {len(anchored)} checkpoint(s) read from the anchor" in report.notes
+
+    forged = forge(engine, tmp_path, loaded, clock)
+    assert verify_export(forged, None).ok  # the copy alone cannot tell
+    report = verify_export(forged, None, anchored)
+    assert not report.ok
+    assert report.problems[0].kind == "checkpoint"
+    assert report.problems[0].index is not None
+    assert report.problems[0].index <= 3
+
+
+def test_a_copy_older_than_the_anchor_verifies_with_a_note(engine, tmp_path, loaded, clock,
+                                                          people):
+    anchor = LocalDirectoryAnchor(tmp_path / "anchor")
+    audit = audit_log(engine, tmp_path, loaded, clock, anchor)
+    history(engine, loaded, clock, people, audit, 2)
+    older = audit.export(tmp_path / "older").parent
+    history(engine, loaded, clock, people, audit, 2)  # the log and the anchor move on
+    report = verify_export(older, None, list(anchor.checkpoints()))
+    assert report.ok, report.problems
+    assert any("this copy predates them, or its tail was cut" in n for n in report.notes)
+
+
+def test_the_cli_reads_the_s3_object_lock_anchor(engine, tmp_path, loaded, clock, people):
+    endpoint = require("BG_TEST_AWS_ENDPOINT")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "BREAKGLASS_ANCHOR_S3_ENDPOINT": endpoint}
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    bucket = f"bg-verify-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    audit = audit_log(engine, tmp_path, loaded, clock, S3ObjectLockAnchor(bucket, "prod", s3))
+    history(engine, loaded, clock, people, audit, 2)
+    honest = audit.export(tmp_path / "honest").parent
+    forged = forge(engine, tmp_path, loaded, clock)
+
+    def verify(directory: Path, url: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN), "audit", "verify", "--export", str(directory),
+                               "--anchor", url], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    ok = verify(honest, f"s3://{bucket}/prod")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "read from the anchor" in ok.stdout
+    caught = verify(forged, f"s3://{bucket}/prod")
+    assert caught.returncode == 1
+    assert "FAIL index" in caught.stdout
+    assert ": checkpoint:" in caught.stdout
+    s3.create_bucket(Bucket=bucket + "-open")  # no Object Lock: not a write-once anchor
+    unlocked = verify(honest, f"s3://{bucket}-open/prod")
+    assert unlocked.returncode != 0
+    assert "Object Lock" in unlocked.stdout + unlocked.stderr
+
+
+@pytest.mark.parametrize("url", ["s3:///prod", "/no/such/anchor/dir"])
+def test_an_unusable_anchor_is_a_usage_error(tmp_path, url):
+    result = subprocess.run([str(BIN), "audit", "verify", "--export", str(tmp_path),
+                             "--anchor", url], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 2
+    assert "--anchor" in result.stderr
