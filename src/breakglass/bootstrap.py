@@ -279,8 +279,8 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool =
         if settings.dev
         else None
     )
-    broker.on_activated.append(audit.checkpoint)
-    broker.revoker.on_ended.append(audit.checkpoint)
+    broker.on_activated.append(audit.checkpoint_after_change)
+    broker.revoker.on_ended.append(audit.checkpoint_after_change)
     return Container(settings=settings, loaded=loaded, engine=engine, broker=broker, audit=audit,
                      authenticator=_authenticator(loaded, clock, dev_issuer) if serves_api
                      else DevIssuer().verifier(clock=clock.now), clock=clock,

@@ -7,6 +7,7 @@ where they are, and ``audit verify --anchor`` reads them from there.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,14 @@ import boto3
 import pytest
 from sqlalchemy import Engine
 
-from breakglass.audit import Anchor, LocalDirectoryAnchor, S3ObjectLockAnchor
+from breakglass.audit import (
+    Anchor,
+    LocalDirectoryAnchor,
+    S3ObjectLockAnchor,
+    TreeState,
+    parse_checkpoint,
+    sign_checkpoint,
+)
 from breakglass.audit.checkpoint import load_or_create_signing_key
 from breakglass.cli.audit import verify_export
 from breakglass.service.auditlog import AuditLog
@@ -57,8 +65,20 @@ def forge(engine: Engine, tmp_path: Path, loaded, clock) -> Path:
     return forger.export(tmp_path / "forged").parent
 
 
+def resign_every_size(forged: Path, sizes: set[int], origin: str, tmp_path: Path) -> None:
+    """The thorough forger: a checkpoint of the forged log for every size the anchor holds."""
+    state, key = TreeState(), load_or_create_signing_key(tmp_path / "audit.key")
+    for line in (forged / "events.jsonl").read_text().splitlines():
+        state.append(bytes.fromhex(json.loads(line)["leaf_hash"]))
+        if state.size in sizes:
+            (forged / "checkpoints" / f"{state.size:020d}.txt").write_text(
+                sign_checkpoint(origin, state.size, state.root(), key, origin))
+
+
+@pytest.mark.parametrize("every_size", [False, True], ids=["newest", "every anchored size"])
 def test_a_re_signed_rewrite_passes_alone_and_fails_against_the_anchor(engine, tmp_path, loaded,
-                                                                       clock, people):
+                                                                       clock, people,
+                                                                       every_size):
     anchor = LocalDirectoryAnchor(tmp_path / "anchor")
     audit = audit_log(engine, tmp_path, loaded, clock, anchor)
     history(engine, loaded, clock, people, audit, 3)
@@ -69,6 +89,9 @@ def test_a_re_signed_rewrite_passes_alone_and_fails_against_the_anchor(engine, t
     assert f"checked against {len(anchored)} checkpoint(s) read from the anchor" in report.notes
 
     forged = forge(engine, tmp_path, loaded, clock)
+    if every_size:
+        resign_every_size(forged, {parse_checkpoint(c).size for c in anchored}, audit.origin,
+                          tmp_path)
     assert verify_export(forged, None).ok  # the copy alone cannot tell
     report = verify_export(forged, None, anchored)
     assert not report.ok

@@ -53,6 +53,11 @@ class Anchor(ABC):
     def checkpoints(self) -> Iterator[str]:
         """Every published checkpoint, smallest size first."""
 
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the checkpoints go, for messages: a directory or ``s3://bucket/prefix``."""
+
 
 class LocalDirectoryAnchor(Anchor):
     """Checkpoints as read-only files ``<size, 20 digits>.txt`` in one directory.
@@ -66,6 +71,10 @@ class LocalDirectoryAnchor(Anchor):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     def _sizes(self) -> list[int]:
         return sorted(int(m[1]) for p in self.path.iterdir() if (m := _NAME.fullmatch(p.name)))
@@ -157,6 +166,10 @@ class S3ObjectLockAnchor(Anchor):
         enabled = config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
         if enabled != "Enabled":
             raise AuditError(f"bucket {self.bucket} does not have Object Lock enabled")
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
 
     def _key(self, size: int) -> str:
         return self.prefix + _file_name(size)

@@ -299,7 +299,7 @@ def verify_evidence_zip(path: str | os.PathLike[str], trusted_vkey: str | None,
             if anchored is not None:
                 size = max((parse_checkpoint(c).size for c in checkpoints), default=0)
                 kept, notes = anchored_within(anchored, size)
-                checkpoints += kept
+                checkpoints = [*kept, *checkpoints]  # the anchor wins a fork
             proofs_doc = json.loads(archive.read("proofs.json"))
             incident_rows = list(read_jsonl(archive.read("incident.jsonl").splitlines()))
         except (KeyError, ValueError, AuditError) as exc:

@@ -132,7 +132,7 @@ def verify_online(client: ApiClient, vkey: str | None,
     notes: list[str] = []
     if anchored is not None:
         kept, notes = anchored_within(anchored, None)
-        checkpoints = [*checkpoints, *kept]
+        checkpoints = [*kept, *checkpoints]  # the anchor wins a fork
     report = verify_log(_entries(client), checkpoints, keys, keys.keys[0].name)
     report.notes.extend(notes)
     return report
@@ -168,7 +168,7 @@ def verify_export(directory: Path, vkey: str | None,
         with (directory / "events.jsonl").open("rb") as fh:
             size = sum(1 for _ in fh)
         kept, notes = anchored_within(anchored, size)
-        checkpoints += kept
+        checkpoints = [*kept, *checkpoints]  # the anchor wins a fork
     with (directory / "events.jsonl").open("rb") as fh:
         report = verify_log(read_jsonl(fh), checkpoints, keys, keys.keys[0].name)
     report.notes.extend(notes)

@@ -50,3 +50,6 @@ class EventTag(StrEnum):
     REVIEW_TASK_ADDED = "review:task:added"
     REVIEW_TASK_CLOSED = "review:task:closed"
     AUDIT_KEY_ROTATED = "audit:key:rotated"
+    AUDIT_TAMPERED = "audit:log:tampered"
+    ANCHOR_FAILED = "audit:anchor:failed"
+    ANCHOR_RECOVERED = "audit:anchor:recovered"

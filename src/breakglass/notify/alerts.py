@@ -7,7 +7,8 @@ event can be tied to them:
 * ``identity_change``: an emergency role ran an identity or privilege change
   (``grant:action:high_risk``, written by the statement-log watcher);
 * events the broker flags as alerts (``payload.alert``): a failed
-  revocation, drift found, a rotated audit signing key; plus ``rules.events``
+  revocation, drift found, a rotated audit signing key, a log that no longer
+  extends its signed checkpoint, an anchor that refused one; plus ``rules.events``
   (name: action patterns), e.g. access-key creation attempts or audit tamper findings;
 * ``late_revocation``: a grant ended more than ``late_revocation_after``
   after its expiry;
@@ -36,6 +37,8 @@ FLAGGED_NAMES = {
     EventTag.DRIFT_ORPHAN.value: "drift_orphan",
     EventTag.DRIFT_MISSING.value: "drift_missing",
     EventTag.AUDIT_KEY_ROTATED.value: "audit_key_rotated",
+    EventTag.AUDIT_TAMPERED.value: "audit_tampered",
+    EventTag.ANCHOR_FAILED.value: "anchor_failed",
 }
 SEVERITY = {
     "identity_change": "critical",
@@ -45,6 +48,8 @@ SEVERITY = {
     "drift_orphan": "high",
     "drift_missing": "high",
     "audit_key_rotated": "high",
+    "audit_tampered": "critical",
+    "anchor_failed": "high",
     "violation_burst": "medium",
     "review_overdue": "medium",
 }

@@ -77,6 +77,9 @@ class AuditLog:
         self._signer = Verifier(origin, key.public_key())
         self.verifiers = Verifiers((self._signer,)) + (previous or Verifiers((self._signer,)))
         self._retiring: tuple[Verifier, int] | None = None  # a rotation not yet recorded
+        self._published: dict[str, int] = {}  # anchor location -> largest size it took
+        self._failing: dict[str, str] = {}  # anchor location -> why it refused
+        self._refusing = False  # a refusal to sign is recorded; each one would add an event
         self._anchors = list(anchors)
         self._clock = clock
         self._lock = threading.Lock()
@@ -225,31 +228,103 @@ class AuditLog:
                          "anchored_size": anchored, "alert": True})
 
     def checkpoint(self) -> str | None:
-        """Sign and publish the current head if it grew; return the newest checkpoint."""
+        """Sign and publish the current head if it grew; return the newest checkpoint.
+
+        Raises ``AuditError`` if the log no longer extends what was signed (rewritten,
+        truncated, rolled back); that is recorded once as ``audit:log:tampered``. An
+        anchor that cannot take the checkpoint does not stop it: that is recorded once
+        per outage as ``audit:anchor:failed``, and every call publishes again to the
+        anchors behind until they have it (``audit:anchor:recovered``).
+        """
         with self._lock:
             if self._retiring is not None:  # first, so the new key's first checkpoint covers it
                 self._record_rotation(*self._retiring)
                 self._retiring = None
-            size, head_root = self.head()
-            with self._engine.connect() as conn:
-                stored = conn.execute(select(t.log_head.c.size)).scalar()
-            if stored is not None and stored < size:
-                raise AuditError(
-                    f"refusing to sign: the database's log head counts {stored} events but "
-                    f"{size} were read from it before; it was truncated or rolled back")
-            if self._last is not None and size <= self._last.size:
-                return self._last_text
-            if size == 0:
-                return None
-            proof = (consistency_proof(self._last.size, size, self._leaves, cache=self._cache)
-                     if self._last is not None else [])
-            CheckpointPolicy.assert_can_sign(self._last, size, head_root, proof)
-            text = sign_checkpoint(self.origin, size, head_root, self._key, self._signer.name)
-            for anchor in self._anchors:
+            try:
+                self._sign()
+            except AuditError as exc:
+                self._report_tampering(str(exc))
+                raise
+            self._refusing = False
+            if self._last is not None and self._last_text is not None:
+                self._publish(self._last_text, self._last.size)
+            return self._last_text
+
+    def checkpoint_after_change(self) -> None:
+        """The checkpoint after an activation or a revocation has committed.
+
+        The change stands whatever happens here, so nothing is raised to the one who
+        made it: refusals and outages are recorded and alerted by :meth:`checkpoint`.
+        """
+        try:
+            self.checkpoint()
+        except Exception:  # recorded by checkpoint(); the committed change must stand
+            log.exception("checkpoint after a committed change failed")
+
+    def _sign(self) -> None:
+        size, head_root = self.head()
+        with self._engine.connect() as conn:
+            stored = conn.execute(select(t.log_head.c.size)).scalar()
+        if stored is not None and stored < size:
+            raise AuditError(
+                f"refusing to sign: the database's log head counts {stored} events but "
+                f"{size} were read from it before; it was truncated or rolled back")
+        if size == 0 or (self._last is not None and size <= self._last.size):
+            return
+        proof = (consistency_proof(self._last.size, size, self._leaves, cache=self._cache)
+                 if self._last is not None else [])
+        CheckpointPolicy.assert_can_sign(self._last, size, head_root, proof)
+        self._last_text = sign_checkpoint(self.origin, size, head_root, self._key,
+                                          self._signer.name)
+        self._last = Checkpoint(self.origin, size, head_root)
+
+    def _publish(self, text: str, size: int) -> None:
+        for anchor in self._anchors:
+            if self._published.get(anchor.location, -1) >= size:
+                continue
+            try:
                 anchor.publish(text, size)
-            self._last = Checkpoint(self.origin, size, head_root)
-            self._last_text = text
-            return text
+            except Exception as exc:  # noqa: BLE001 - an outage, recorded and retried
+                if not self._holds(anchor, size):
+                    self._report_outage(anchor, size, exc)
+                    continue
+            self._published[anchor.location] = size
+            if self._failing.pop(anchor.location, None) is not None:
+                log.warning("anchor recovered", anchor=anchor.location, size=size)
+                self._record(EventTag.ANCHOR_RECOVERED, "ok", "the anchor took the checkpoint",
+                             {"anchor": anchor.location, "size": size})
+
+    @staticmethod
+    def _holds(anchor: Anchor, size: int) -> bool:
+        """Whether the anchor already holds a checkpoint this large (another broker's)."""
+        try:
+            latest = anchor.latest()
+            return latest is not None and int(latest.splitlines()[1]) >= size
+        except Exception:  # noqa: BLE001 - then it is down
+            return False
+
+    def _report_outage(self, anchor: Anchor, size: int, exc: Exception) -> None:
+        log.error("anchor refused a checkpoint", anchor=anchor.location, size=size,
+                  error=str(exc))
+        if anchor.location in self._failing:
+            return
+        self._failing[anchor.location] = str(exc)
+        self._record(EventTag.ANCHOR_FAILED, "failed", f"checkpoint {size} not anchored: {exc}",
+                     {"anchor": anchor.location, "size": size, "alert": True})
+
+    def _report_tampering(self, finding: str) -> None:
+        log.error("checkpoint refused", finding=finding)
+        if self._refusing:  # once an episode: the event grows the log, rewording the finding
+            return
+        self._refusing = True
+        self._record(EventTag.AUDIT_TAMPERED, "failed", finding,
+                     {"last_signed": self._last.size if self._last else 0, "alert": True})
+
+    def _record(self, action: EventTag, outcome: str, reason: str,
+                payload: Mapping[str, Any]) -> None:
+        with UnitOfWork(self._engine) as uow:
+            uow.events.append(ts=self._clock.now(), actor="broker", action=action,
+                              outcome=outcome, reason=reason, payload=payload)
 
     def latest(self) -> str:
         text = self.checkpoint()
