@@ -87,6 +87,10 @@ def test_a_re_signed_rewrite_passes_alone_and_fails_against_the_anchor(engine, t
     report = verify_export(honest, None, anchored)
     assert report.ok, report.problems
     assert f"checked against {len(anchored)} checkpoint(s) read from the anchor" in report.notes
+    assert any("own key.pub, not trusted keys" in note for note in report.notes)
+    trusted = verify_export(honest, audit.verifier_keys, anchored)
+    assert trusted.ok
+    assert not any("not trusted" in note for note in trusted.notes)
 
     forged = forge(engine, tmp_path, loaded, clock)
     if every_size:

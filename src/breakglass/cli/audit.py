@@ -129,10 +129,12 @@ def verify_online(client: ApiClient, vkey: str | None,
     all agree with the log as well."""
     keys = Verifiers.parse(vkey or client.raw("GET", "/v1/audit/key").decode())
     checkpoints = client.call("GET", "/v1/audit/checkpoints")
-    notes: list[str] = []
+    notes = [] if vkey else ["checked with the server's own keys (GET /v1/audit/key), not "
+                             "trusted ones: pass --key with the keys published to you"]
     if anchored is not None:
-        kept, notes = anchored_within(anchored, None)
+        kept, anchor_notes = anchored_within(anchored, None)
         checkpoints = [*kept, *checkpoints]  # the anchor wins a fork
+        notes += anchor_notes
     report = verify_log(_entries(client), checkpoints, keys, keys.keys[0].name)
     report.notes.extend(notes)
     return report
@@ -163,12 +165,14 @@ def verify_export(directory: Path, vkey: str | None,
                   anchored: list[str] | None = None) -> VerifyReport:
     keys = Verifiers.parse(vkey or (directory / "key.pub").read_text())
     checkpoints = [p.read_text() for p in sorted((directory / "checkpoints").glob("*.txt"))]
-    notes: list[str] = []
+    notes = [] if vkey else ["checked with the export's own key.pub, not trusted keys: pass "
+                             "--key with the keys published to you"]
     if anchored is not None:
         with (directory / "events.jsonl").open("rb") as fh:
             size = sum(1 for _ in fh)
-        kept, notes = anchored_within(anchored, size)
+        kept, anchor_notes = anchored_within(anchored, size)
         checkpoints = [*kept, *checkpoints]  # the anchor wins a fork
+        notes += anchor_notes
     with (directory / "events.jsonl").open("rb") as fh:
         report = verify_log(read_jsonl(fh), checkpoints, keys, keys.keys[0].name)
     report.notes.extend(notes)
