@@ -103,9 +103,9 @@ def test_the_rotation_is_recorded_once_then_signed_by_the_new_key(rotated, engin
     newest = LocalDirectoryAnchor(tmp_path / "anchors").latest()
     assert newest is not None
     assert int(newest.splitlines()[1]) == anchored + 1
-    Verifiers.parse(new.verifier_keys.splitlines()[0]).signer(newest)  # the new key signed it
+    Verifiers.parse(new.verifier_keys.splitlines()[0]).signers(newest)  # the new key signed it
     with pytest.raises(AuditError):
-        Verifiers.parse(old.verifier_keys).signer(newest)
+        Verifiers.parse(old.verifier_keys).signers(newest)
     assert new.verify().ok
 
 

@@ -108,3 +108,10 @@ def test_a_signature_tagged_with_a_trusted_key_that_does_not_verify_is_refused()
     forged = signed(OLD, 11).rpartition("\n\n")[2]  # the old key's tag, another body's signature
     with pytest.raises(AuditError, match="is invalid"):
         parse_and_verify(f"{body}\n\n{forged}", BOTH, ORIGIN)
+
+
+def test_a_checkpoint_the_new_key_cosigned_stands_beside_the_retired_keys_signature() -> None:
+    both_signed = signed(OLD, 40) + signed(NEW, 40).rpartition("\n\n")[2]
+    report = verify_log(LOG, [*CHECKPOINTS[:2], both_signed], BOTH, ORIGIN)
+    assert report.ok, report.problems
+    assert report.anchored_size == 40

@@ -220,15 +220,16 @@ class Verifiers:
     def text(self) -> str:
         return "".join(f"{v.text()}\n" for v in self.keys)
 
-    def signer(self, text: str) -> tuple[str, Verifier]:
-        """The text of a note and the first of these keys that signed it; else ``AuditError``.
+    def signers(self, text: str) -> tuple[str, tuple[Verifier, ...]]:
+        """The text of a note and which of these keys signed it (in this order); else
+        ``AuditError``.
 
         Signatures by other keys (witnesses, say) are ignored, as signed-note requires;
         a signature tagged with one of these keys that does not verify is refused.
         """
         body, signatures = _split_note(text)
         by_tag = {(v.name, v.tag): v for v in self.keys}
-        signer: Verifier | None = None
+        signed: set[str] = set()  # vkeys (public keys are not hashable)
         for line in signatures:
             if not line.startswith(SIGNATURE_PREFIX):
                 raise AuditError("note signature line does not start with '— '")
@@ -243,26 +244,28 @@ class Verifiers:
                 verifier.key.verify(raw[4:], body.encode())
             except InvalidSignature as exc:
                 raise AuditError(f"signature by {name} is invalid") from exc
-            signer = signer or verifier
-        if signer is None:
+            signed.add(verifier.text())
+        if not signed:
             names = ", ".join(f"{v.name}+{v.tag.hex()}" for v in self.keys)
             raise AuditError(f"not signed by a trusted key ({names})")
-        return body, signer
+        return body, tuple(v for v in self.keys if v.text() in signed)
 
 
 def verify_note(text: str, public_key: Ed25519PublicKey, key_name: str) -> str:
     """The text of a note that ``key_name``'s key signed; else ``AuditError``."""
-    return Verifiers.of(key_name, public_key).signer(text)[0]
+    return Verifiers.of(key_name, public_key).signers(text)[0]
 
 
-def verify_checkpoint(text: str, keys: Verifiers, origin: str) -> tuple[Checkpoint, Verifier]:
-    """The checkpoint and the key that signed it, if one of ``keys`` signed it for
-    ``origin``; else ``AuditError``."""
-    _, signer = keys.signer(text)
+def verify_checkpoint(
+    text: str, keys: Verifiers, origin: str
+) -> tuple[Checkpoint, tuple[Verifier, ...]]:
+    """The checkpoint and which of ``keys`` signed it, if one did for ``origin``; else
+    ``AuditError``."""
+    _, signers = keys.signers(text)
     checkpoint = parse_checkpoint(text)
     if checkpoint.origin != origin:
         raise AuditError(f"checkpoint is for log {checkpoint.origin!r}, not {origin!r}")
-    return checkpoint, signer
+    return checkpoint, signers
 
 
 def parse_and_verify(text: str, keys: Verifiers, origin: str) -> Checkpoint:

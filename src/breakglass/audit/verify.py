@@ -119,15 +119,15 @@ _ROTATED = str(EventTag.AUDIT_KEY_ROTATED)
 
 def _signed_heads(
     texts: Iterable[str], keys: Verifiers, origin: str, problems: _Problems
-) -> list[tuple[Checkpoint, Verifier]]:
-    by_size: dict[int, tuple[Checkpoint, Verifier]] = {}
+) -> list[tuple[Checkpoint, tuple[Verifier, ...]]]:
+    by_size: dict[int, tuple[Checkpoint, tuple[Verifier, ...]]] = {}
     for number, text in enumerate(texts, start=1):
         try:
-            head, signer = verify_checkpoint(text, keys, origin)
+            head, signers = verify_checkpoint(text, keys, origin)
         except AuditError as exc:
             problems.add(None, "checkpoint_invalid", f"checkpoint #{number}: {exc}")
             continue
-        seen, _ = by_size.setdefault(head.size, (head, signer))
+        seen, _ = by_size.setdefault(head.size, (head, signers))
         if seen.root != head.root:
             problems.add(
                 None, "checkpoint_fork", f"two signed checkpoints of size {head.size} differ"
@@ -260,7 +260,8 @@ def verify_proofs(
 class _Anchoring:
     """Walks the signed heads in size order as the tree grows."""
 
-    def __init__(self, heads: list[tuple[Checkpoint, Verifier]], problems: _Problems) -> None:
+    def __init__(self, heads: list[tuple[Checkpoint, tuple[Verifier, ...]]],
+                 problems: _Problems) -> None:
         self._heads = heads
         self._next = 0
         self._problems = problems
@@ -280,15 +281,17 @@ class _Anchoring:
         """Compare the tree with the head of its size, if there is one."""
         if self.next_size != tree.size:
             return
-        head, signer = self._heads[self._next]
+        head, signers = self._heads[self._next]
         root = tree.root() if tree.size else EMPTY_ROOT
-        retired_at = self._retired.get(signer.text())
-        if retired_at is not None and head.size > retired_at:
+        # it stands if one of its signers was not retired before the tree reached its size
+        retired_at = max(self._retired.get(s.text(), head.size) for s in signers)
+        if retired_at < head.size:
+            names = ", ".join(f"{s.name}+{s.tag.hex()}" for s in signers)
             self._problems.add(
                 retired_at,
                 "retired_key",
-                f"checkpoint of size {head.size} is signed by {signer.name}+{signer.tag.hex()}, "
-                f"a key retired at index {retired_at}: it signs nothing after that",
+                f"checkpoint of size {head.size} is signed only by {names}, retired by index "
+                f"{retired_at}: a retired key signs nothing after its rotation",
             )
         elif root == head.root:
             self.good_size = head.size

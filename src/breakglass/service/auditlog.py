@@ -147,14 +147,14 @@ class AuditLog:
 
     # -- checkpoints ------------------------------------------------------------------
 
-    def _newest_anchored(self) -> tuple[Checkpoint, str, Verifier] | None:
-        best: tuple[Checkpoint, str, Verifier] | None = None
+    def _newest_anchored(self) -> tuple[Checkpoint, str, tuple[Verifier, ...]] | None:
+        best: tuple[Checkpoint, str, tuple[Verifier, ...]] | None = None
         for anchor in self._anchors:
             text = anchor.latest()
             if text is None:
                 continue
             try:
-                checkpoint, signer = verify_checkpoint(text, self.verifiers, self.origin)
+                checkpoint, signers = verify_checkpoint(text, self.verifiers, self.origin)
             except AuditError as exc:
                 raise AuditError(
                     f"refusing to write: the newest anchored checkpoint is not signed by this "
@@ -162,7 +162,7 @@ class AuditLog:
                     "the previous verifier key (GET /v1/audit/key before the rotation) in "
                     "BREAKGLASS_AUDIT_PREVIOUS_KEYS") from exc
             if best is None or checkpoint.size > best[0].size:
-                best = (checkpoint, text, signer)
+                best = (checkpoint, text, signers)
         return best
 
     def check_against_anchors(self) -> None:
@@ -171,7 +171,7 @@ class AuditLog:
             newest = self._newest_anchored()
             if newest is None:
                 return
-            checkpoint, text, signer = newest
+            checkpoint, text, signers = newest
             state = TreeState()
             tail = self._fold(state, None, upto=checkpoint.size)
             if state.size < checkpoint.size and self._leaves(state.size, checkpoint.size):
@@ -189,9 +189,9 @@ class AuditLog:
             self._last, self._last_text = checkpoint, text
             with self._state_lock:
                 self._state, self._tail = state, tail
-            if signer.text() != self._signer.text():
-                self._check_not_retired(signer, checkpoint.size)
-                self._retiring = (signer, checkpoint.size)
+            if self._signer not in signers:
+                self._check_not_retired(signers, checkpoint.size)
+                self._retiring = (signers[0], checkpoint.size)
 
     def _rotations(self, conn: Connection) -> dict[str, int]:
         """Each retired verifier key and the index of the row that retired it."""
@@ -205,14 +205,16 @@ class AuditLog:
                 found.setdefault(retired, int(row.idx))
         return found
 
-    def _check_not_retired(self, signer: Verifier, size: int) -> None:
+    def _check_not_retired(self, signers: tuple[Verifier, ...], size: int) -> None:
         with self._engine.connect() as conn:
-            retired_at = self._rotations(conn).get(signer.text())
-        if retired_at is not None and size > retired_at:
+            rotations = self._rotations(conn)
+        retired_at = max(rotations.get(s.text(), size) for s in signers)
+        if retired_at < size:
+            names = ", ".join(f"{s.name}+{s.tag.hex()}" for s in signers)
             raise AuditError(
-                f"refusing to write: the newest anchored checkpoint ({size} events) is signed by "
-                f"{signer.name}+{signer.tag.hex()}, a key retired at audit event {retired_at}; "
-                "whoever holds that key signed it after the rotation")
+                f"refusing to write: the newest anchored checkpoint ({size} events) is signed "
+                f"only by {names}, retired at audit event {retired_at}; whoever holds that key "
+                "signed it after the rotation")
 
     def _record_rotation(self, retired: Verifier, anchored: int) -> None:
         """Write ``audit:key:rotated`` once, however many brokers start with the new key."""
