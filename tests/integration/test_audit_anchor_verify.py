@@ -29,10 +29,7 @@ from breakglass.audit import (
 from breakglass.audit.checkpoint import load_or_create_signing_key
 from breakglass.cli.audit import verify_export
 from breakglass.service.auditlog import AuditLog
-from breakglass.service.broker import Broker
-from breakglass.service.ports import SecretBox
-from breakglass.storage.uow import UnitOfWork
-from tests.fakes import MemoryConnector
+from tests.integration.test_audit_key_rotation import history as one_checkpoint
 from tests.integration.test_audit_tamper import rewrite_everything
 from tests.services import require
 
@@ -46,14 +43,9 @@ def audit_log(engine: Engine, tmp_path: Path, loaded, clock, *anchors: Anchor) -
 
 
 def history(engine: Engine, loaded, clock, people, audit: AuditLog, n: int) -> None:
-    broker = Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine),
-                    connectors={"embeddings-db": MemoryConnector("embeddings-db")}, clock=clock,
-                    secrets_box=SecretBox(SecretBox.new_key()))
-    for i in range(n):
-        view = broker.request_access(people["uma"], ["embeddings-read"],
-                                     incident=f"SEV-{5000 + i}", reason="recovery")
-        broker.revoke(people["uma"], view.request.id)
-        audit.checkpoint()
+    """``n`` activations and revocations, a checkpoint anchored after each."""
+    for _ in range(n):
+        one_checkpoint(engine, loaded, clock, people, audit, 1)
 
 
 def forge(engine: Engine, tmp_path: Path, loaded, clock) -> Path:
