@@ -110,8 +110,8 @@ def test_an_unreachable_s3_anchor_fails_no_change_and_gets_the_checkpoint_later(
 def test_a_log_that_no_longer_extends_its_checkpoint_fails_no_change_and_is_alerted(
         engine, tmp_path, loaded, clock, people):
     env = {"TEST_TARGET_DSN": "postgresql://x@127.0.0.1:1/x", "HOOK_KEY": "k"}
-    build_operations(parse_catalog(CATALOG.read_text() + ALERTED, "tamper", env), engine,
-                     clock, env)
+    ops = build_operations(parse_catalog(CATALOG.read_text() + ALERTED, "tamper", env), engine,
+                           clock, env)
     broker, audit = build(engine, tmp_path, loaded, clock, LocalDirectoryAnchor(tmp_path / "a"))
     activate(broker, people, "SEV-6100")
     activate(broker, people, "SEV-6101")
@@ -128,3 +128,5 @@ def test_a_log_that_no_longer_extends_its_checkpoint_fails_no_change_and_is_aler
                               .where(tn.outbox.c.kind == "alert")).all()
     assert [(a.topic, a.payload["severity"]) for a in alerts] == [
         ("alert.audit_tampered", "critical")]
+    assert 'breakglass_audit_findings_total{kind="log_tampered"} 1.0' in \
+        ops.metrics.exposition().decode()

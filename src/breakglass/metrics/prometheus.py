@@ -65,6 +65,10 @@ class BrokerMetrics:
         self.revocation_lag_seconds = Histogram(
             "breakglass_revocation_lag_seconds", "expires_at to revoked, for expired grants",
             ZONE_ENV, buckets=LAG_BUCKETS, registry=reg)
+        self.audit_findings = Counter(
+            "breakglass_audit_findings",
+            "Audit log findings: log_tampered, anchor_failed, anchor_recovered, key_rotated",
+            ("kind",), registry=reg)
         self.deliveries = Counter("breakglass_deliveries", "Outbox delivery attempts",
                                   ("kind", "sink", "outcome"), registry=reg)
         self.delivery_seconds = Histogram(
@@ -112,6 +116,8 @@ class BrokerMetrics:
         if action == EventTag.HIGH_RISK_ACTION:
             zone, env = self._where(a.connection, e)
             return self.high_risk.labels(zone, env, str(e.payload.get("kind", "unknown"))).inc
+        if action.startswith("audit:"):
+            return self.audit_findings.labels(action.removeprefix("audit:").replace(":", "_")).inc
         return None
 
     def _activated(self, conn: Connection, e: Event) -> Callable[[], None]:
