@@ -425,6 +425,8 @@ OCSF_VERSION = "1.3.0"
 
 def _ocsf_class(action: str, outcome: str) -> tuple[int, int, str]:
     """(class_uid, category_uid, class_name) of an event, per the OCSF 1.3 schema."""
+    if action == EventTag.AUDIT_KEY_ROTATED:  # a managed entity (the signing key) updated
+        return 3004, 3, "Entity Management"
     if action.startswith(("drift:", "audit:")) or action == "grant:revocation:failed":
         return 2004, 2, "Detection Finding"
     if action.startswith("identity:"):
@@ -434,13 +436,21 @@ def _ocsf_class(action: str, outcome: str) -> tuple[int, int, str]:
     return 6003, 6, "API Activity"
 
 
+# activity_id by class where it does not follow the action's verb: Authentication is a
+# Logon; a Detection Finding is created (1), or closed (3) when its condition ended;
+# Entity Management's key rotation is an Update (3)
+_ACTIVITY = {3002: {"": 1}, 2004: {"": 1, "recovered": 3}, 3004: {"": 3}}
+
+
 def to_ocsf(entry: dict[str, Any]) -> dict[str, Any]:
     """One event as an OCSF record (version pinned in ``metadata.version``)."""
     class_uid, category_uid, class_name = _ocsf_class(entry["action"], entry["outcome"])
     verb = entry["action"].rsplit(":", 1)[-1]
     activity = {"created": 1, "added": 1, "issued": 1, "activated": 1, "auto": 1,
                 "revoked": 2, "expired": 2, "ended": 2, "denied": 2, "cancelled": 2}
-    activity_id = 1 if class_uid == 3002 else activity.get(verb, 99)  # Authentication: Logon
+    fixed = _ACTIVITY.get(class_uid)
+    activity_id = (fixed.get(verb, fixed[""]) if fixed is not None
+                   else activity.get(verb, 99))
     return {
         "class_uid": class_uid,
         "class_name": class_name,
