@@ -115,4 +115,3 @@ def test_a_checkpoint_the_new_key_cosigned_stands_beside_the_retired_keys_signat
     report = verify_log(LOG, [*CHECKPOINTS[:2], both_signed], BOTH, ORIGIN)
     assert report.ok, report.problems
     assert report.anchored_size == 40
-
