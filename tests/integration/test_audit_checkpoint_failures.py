@@ -130,3 +130,23 @@ def test_a_log_that_no_longer_extends_its_checkpoint_fails_no_change_and_is_aler
         ("alert.audit_tampered", "critical")]
     assert 'breakglass_audit_findings_total{kind="log_tampered"} 1.0' in \
         ops.metrics.exposition().decode()
+
+
+def test_brokers_of_a_fleet_anchoring_the_same_head_is_no_outage(engine, tmp_path, loaded,
+                                                                  clock, people):
+    endpoint = require("BG_TEST_AWS_ENDPOINT")
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    bucket = f"bg-fleet-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    first, first_log = build(engine, tmp_path, loaded, clock,
+                             S3ObjectLockAnchor(bucket, "prod", s3))
+    _, second_log = build(engine, tmp_path, loaded, clock, S3ObjectLockAnchor(bucket, "prod", s3))
+    activate(first, people, "SEV-6200")
+    with UnitOfWork(engine) as uow:  # an event the other broker's checkpoint anchors first
+        uow.events.append(ts=clock.now(), actor="uma", action="request:created")
+    anchored = second_log.checkpoint()
+    assert first_log.checkpoint() == anchored  # the same head, the same signed note
+    activate(first, people, "SEV-6201")
+    assert events(engine, EventTag.ANCHOR_FAILED) == []
+    assert size_of(S3ObjectLockAnchor(bucket, "prod", s3).latest()) > size_of(anchored)
