@@ -146,3 +146,17 @@ def test_an_unusable_anchor_is_a_usage_error(tmp_path, url):
                             check=False)
     assert result.returncode == 2
     assert "--anchor" in result.stderr
+
+
+def test_verifying_the_database_reads_the_given_anchor_too(engine, tmp_path, loaded, clock,
+                                                           people):
+    anchor = LocalDirectoryAnchor(tmp_path / "anchor")
+    history(engine, loaded, clock, people, audit_log(engine, tmp_path, loaded, clock, anchor), 3)
+    forge(engine, tmp_path, loaded, clock)
+    # the broker now points at the fresh anchor only, as whoever rewrote the log set it up
+    broker_view = audit_log(engine, tmp_path, loaded, clock,
+                            LocalDirectoryAnchor(tmp_path / "fresh-anchor"))
+    assert broker_view.verify().ok
+    report = broker_view.verify(list(anchor.checkpoints()))
+    assert not report.ok
+    assert report.problems[0].kind == "checkpoint"

@@ -98,7 +98,7 @@ def verify(
     loaded = load_catalog(catalog, require_env=False)
     engine = make_engine(settings.db_url)
     audit = build_audit(settings, engine, loaded.catalog.organization, SystemClock())
-    _report(audit.verify(), as_json)
+    _report(audit.verify(anchored), as_json)
 
 
 def _anchored(urls: list[str], s3_endpoint: str | None) -> list[str]:

@@ -35,6 +35,7 @@ from breakglass.audit import (
     Verifier,
     Verifiers,
     VerifyReport,
+    anchored_within,
     build_evidence_zip,
     consistency_proof,
     inclusion_proof,
@@ -388,8 +389,17 @@ class AuditLog:
 
     # -- verification, export, evidence ----------------------------------------------
 
-    def verify(self) -> VerifyReport:
-        return verify_log(self.entries(), self.checkpoints(), self.verifiers, self.origin)
+    def verify(self, anchored: Sequence[str] | None = None) -> VerifyReport:
+        """Verify the stored log against every anchored checkpoint, and ``anchored`` (read
+        from other anchors by the caller) as well."""
+        notes: list[str] = []
+        extra: list[str] = []
+        if anchored is not None:
+            extra, notes = anchored_within(anchored, None)
+        report = verify_log(self.entries(), [*extra, *self.checkpoints()], self.verifiers,
+                            self.origin)
+        report.notes.extend(notes)
+        return report
 
     def export(self, out: Path, fmt: str = "jsonl") -> Path:
         out.mkdir(parents=True, exist_ok=True)
