@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
 from breakglass.audit import (
@@ -20,6 +21,7 @@ from breakglass.audit import (
     S3ObjectLockAnchor,
     Verifiers,
     load_or_create_signing_key,
+    load_signing_key,
     load_signing_key_from_env_text,
 )
 from breakglass.catalog.loader import LoadedCatalog, load_catalog
@@ -181,15 +183,38 @@ def _secret_box(settings: Settings) -> SecretBox:
     return SecretBox(Path(path).read_bytes().strip())
 
 
+def audit_origin(organization: str) -> str:
+    """The audit log's name: the origin line of its checkpoints and its key name."""
+    return f"breakglass/{organization}"
+
+
+def audit_signing_key(settings: Settings, *, create: bool = True) -> Ed25519PrivateKey:
+    """The checkpoint signing key: ``BREAKGLASS_AUDIT_KEY``, else the key file (made in the
+    state directory on first start when ``create``)."""
+    if settings.audit_key_text:
+        return load_signing_key_from_env_text(settings.audit_key_text)
+    key_file = settings.audit_key_file or settings.state_dir / "audit.key"
+    if not create:
+        return load_signing_key(key_file)
+    key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return load_or_create_signing_key(key_file)
+
+
+def audit_previous_keys(settings: Settings) -> Verifiers | None:
+    """The verifier keys of ``BREAKGLASS_AUDIT_PREVIOUS_KEYS``, if any."""
+    if not settings.audit_previous_keys or not settings.audit_previous_keys.strip():
+        return None
+    try:
+        return Verifiers.parse(settings.audit_previous_keys)
+    except AuditError as exc:
+        raise InvalidInput(f"BREAKGLASS_AUDIT_PREVIOUS_KEYS: {exc}",
+                           rule="settings.audit_previous_keys") from exc
+
+
 def build_audit(settings: Settings, engine: Engine, organization: str,
                 clock: Clock) -> AuditLog:
     """The signing key, the anchors and the audit service over the event table."""
-    if settings.audit_key_text:
-        key = load_signing_key_from_env_text(settings.audit_key_text)
-    else:
-        key_file = settings.audit_key_file or settings.state_dir / "audit.key"
-        key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = load_or_create_signing_key(key_file)
+    key = audit_signing_key(settings)
     anchors: list[Anchor] = [
         LocalDirectoryAnchor(settings.anchor_dir or settings.state_dir / "checkpoints")]
     if settings.anchor_s3_bucket:
@@ -198,15 +223,8 @@ def build_audit(settings: Settings, engine: Engine, organization: str,
         client = boto3.client("s3", endpoint_url=settings.anchor_s3_endpoint)
         anchors.append(S3ObjectLockAnchor(settings.anchor_s3_bucket, settings.anchor_s3_prefix,
                                           client, retention_days=settings.anchor_retention_days))
-    previous = None
-    if settings.audit_previous_keys and settings.audit_previous_keys.strip():
-        try:
-            previous = Verifiers.parse(settings.audit_previous_keys)
-        except AuditError as exc:
-            raise InvalidInput(f"BREAKGLASS_AUDIT_PREVIOUS_KEYS: {exc}",
-                               rule="settings.audit_previous_keys") from exc
-    return AuditLog(engine, key=key, origin=f"breakglass/{organization}", anchors=anchors,
-                    clock=clock, previous=previous)
+    return AuditLog(engine, key=key, origin=audit_origin(organization), anchors=anchors,
+                    clock=clock, previous=audit_previous_keys(settings))
 
 
 def _instance_id(state_dir: Path) -> str:

@@ -28,7 +28,19 @@ def test_a_rotated_key_keeps_the_whole_log_verifiable(tmp_path: Path, target_dsn
     with run_broker(CATALOG, state, env) as url:
         activate(Cli(url, tmp_path / "before"), "SEV-4100")
         retired = httpx.get(url + "/v1/audit/key").text
+
+    def key(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN), "audit", "key", "--catalog", str(CATALOG), *args],
+                              env={**os.environ, **env, "BREAKGLASS_STATE_DIR": str(state)},
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    assert key().stdout == retired  # what the server published, without the server
     (state / "audit.key").rename(tmp_path / "retired.key")  # a new key is made at the next start
+    missing = key()
+    assert missing.returncode != 0
+    assert "no checkpoint key there" in missing.stderr
+    assert not (state / "audit.key").exists()
+    assert key("--key-file", str(tmp_path / "retired.key")).stdout == retired
 
     refused = subprocess.run(
         [str(BIN), "serve", "--catalog", str(CATALOG), "--dev", "--port", str(free_port()),

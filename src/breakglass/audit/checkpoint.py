@@ -336,12 +336,23 @@ def load_signing_key_from_env_text(text: str) -> Ed25519PrivateKey:
     return key
 
 
-def load_or_create_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
-    """Load the PEM key at ``path``, creating it (mode 0600) when absent.
+def load_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
+    """Load the PEM key at ``path``; ``AuditError`` if it is absent or others may read it.
 
     A key file that group or others may read is refused: whoever reads it
     can sign checkpoints for a rewritten log.
     """
+    file = Path(path)
+    if not file.exists():
+        raise AuditError(f"{file}: no checkpoint key there")
+    if file.stat().st_mode & 0o077:
+        raise AuditError(f"{file}: checkpoint key is readable by others; chmod 600 it")
+    return _load_pem(file.read_bytes(), str(file))
+
+
+def load_or_create_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
+    """Load the PEM key at ``path`` (see :func:`load_signing_key`), creating it (mode
+    0600) when absent."""
     file = Path(path)
     if not file.exists():
         file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -356,6 +367,4 @@ def load_or_create_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKe
                 out.flush()
                 os.fsync(out.fileno())
             return key
-    if file.stat().st_mode & 0o077:
-        raise AuditError(f"{file}: checkpoint key is readable by others; chmod 600 it")
-    return _load_pem(file.read_bytes(), str(file))
+    return load_signing_key(file)

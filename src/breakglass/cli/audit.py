@@ -179,6 +179,29 @@ def verify_export(directory: Path, vkey: str | None,
     return report
 
 
+@audit_app.command("key")
+def key(
+    catalog: Annotated[Path, typer.Option("--catalog")],
+    key_file: Annotated[Path | None, typer.Option(
+        "--key-file", help="A signing key file, e.g. the one being retired (default: the "
+        "broker's, from BREAKGLASS_AUDIT_KEY[_FILE] or its state directory).")] = None,
+) -> None:
+    """Print the verifier keys, as GET /v1/audit/key serves them: the signing key's, then
+    those in BREAKGLASS_AUDIT_PREVIOUS_KEYS. Nothing is created."""
+    from breakglass.audit import load_signing_key
+    from breakglass.bootstrap import audit_origin, audit_previous_keys, audit_signing_key
+    from breakglass.catalog.loader import load_catalog
+    from breakglass.settings import Settings
+
+    settings = Settings.from_env(catalog, dev=True)
+    origin = audit_origin(load_catalog(catalog, require_env=False).catalog.organization)
+    private = (load_signing_key(key_file) if key_file is not None
+               else audit_signing_key(settings, create=False))
+    keys = Verifiers.of(origin, private)
+    previous = audit_previous_keys(settings)
+    sys.stdout.write((keys + previous if previous is not None else keys).text())
+
+
 @audit_app.command("export")
 def export(
     out: Annotated[Path, typer.Option("--out")],
