@@ -7,6 +7,8 @@ rotation is an audit event, alerted, and the old key signs nothing after it.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -165,3 +167,28 @@ def test_the_rotation_raises_an_alert(engine, tmp_path, loaded, clock, people):
     [(index, _)] = rotations(engine)
     assert [(a.topic, a.event_idx) for a in alerts] == [("alert.audit_key_rotated", index)]
     assert alerts[0].payload["severity"] == "high"
+
+
+def test_a_fleet_starting_together_records_the_rotation_once(engine, tmp_path, loaded, clock,
+                                                             people):
+    old = build(engine, tmp_path, loaded, clock, "old.key")
+    history(engine, loaded, clock, people, old)
+    fleet = [build(engine, tmp_path, loaded, clock, "new.key", previous=old.verifier_keys)
+             for _ in range(6)]
+    for broker in fleet:
+        broker.check_against_anchors()
+    start = threading.Barrier(len(fleet))
+
+    def first_checkpoint(audit: AuditLog) -> str | None:
+        start.wait()
+        return audit.checkpoint()
+
+    with ThreadPoolExecutor(len(fleet)) as pool:
+        signed = list(pool.map(first_checkpoint, fleet))
+    assert len(rotations(engine)) == 1
+    assert all(text is not None for text in signed)
+    with engine.connect() as conn:
+        outages = conn.execute(select(t.events.c.idx).where(
+            t.events.c.action == EventTag.ANCHOR_FAILED)).all()
+    assert outages == []
+    assert fleet[0].verify().ok
