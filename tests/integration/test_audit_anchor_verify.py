@@ -121,14 +121,18 @@ def test_the_cli_reads_the_s3_object_lock_anchor(engine, tmp_path, loaded, clock
     honest = audit.export(tmp_path / "honest").parent
     forged = forge(engine, tmp_path, loaded, clock)
 
-    def verify(directory: Path, url: str) -> subprocess.CompletedProcess[str]:
+    def verify(directory: Path, url: str, *more: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(BIN), "audit", "verify", "--export", str(directory),
-                               "--anchor", url], env=env, capture_output=True, text=True,
+                               "--anchor", url, *more], env=env, capture_output=True, text=True,
                               timeout=60, check=False)
 
     ok = verify(honest, f"s3://{bucket}/prod")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "read from the anchor" in ok.stdout
+    assert "checked against 2 checkpoint(s) read from the anchor" in ok.stdout
+    newest = audit.head()[0]
+    window = verify(honest, f"s3://{bucket}/prod", "--anchor-since", str(newest))
+    assert window.returncode == 0, window.stdout + window.stderr
+    assert "checked against 1 checkpoint(s) read from the anchor" in window.stdout
     caught = verify(forged, f"s3://{bucket}/prod")
     assert caught.returncode == 1
     assert "FAIL index" in caught.stdout

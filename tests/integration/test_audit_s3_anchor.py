@@ -66,6 +66,9 @@ def test_publish_and_latest(anchor: S3ObjectLockAnchor, s3: S3Client) -> None:
     anchor.publish(checkpoint(25), 25)  # a retried publish is a no-op
     assert anchor.latest() == checkpoint(25)
     assert list(anchor.checkpoints()) == [checkpoint(10), checkpoint(25)]
+    assert list(anchor.checkpoints(since=10)) == [checkpoint(10), checkpoint(25)]
+    assert list(anchor.checkpoints(since=11)) == [checkpoint(25)]
+    assert list(anchor.checkpoints(since=26)) == []
     head = s3.head_object(Bucket=anchor.bucket, Key=f"prod/checkpoints/{25:020d}.txt")
     assert head["ObjectLockMode"] == "COMPLIANCE"
     assert head["ObjectLockRetainUntilDate"] == datetime(2030, 1, 31, tzinfo=UTC)

@@ -278,6 +278,9 @@ def test_local_anchor_is_append_only(tmp_path: Path, key: Ed25519PrivateKey) -> 
         anchor.publish(texts[30], 31)
     anchor.publish(texts[30], 30)
     assert list(anchor.checkpoints()) == [texts[10], texts[20], texts[30]]
+    assert list(anchor.checkpoints(since=20)) == [texts[20], texts[30]]
+    assert list(anchor.checkpoints(since=21)) == [texts[30]]
+    assert list(anchor.checkpoints(since=31)) == []
     files = sorted(p.name for p in (tmp_path / "anchor").iterdir())
     assert files == [f"{n:020d}.txt" for n in (10, 20, 30)]
     for name in files:

@@ -50,8 +50,8 @@ class Anchor(ABC):
         """The checkpoint with the largest size, or None when nothing is published."""
 
     @abstractmethod
-    def checkpoints(self) -> Iterator[str]:
-        """Every published checkpoint, smallest size first."""
+    def checkpoints(self, since: int = 0) -> Iterator[str]:
+        """Every published checkpoint of at least ``since`` entries, smallest size first."""
 
     @property
     @abstractmethod
@@ -117,9 +117,10 @@ class LocalDirectoryAnchor(Anchor):
         sizes = self._sizes()
         return (self.path / _file_name(sizes[-1])).read_text() if sizes else None
 
-    def checkpoints(self) -> Iterator[str]:
+    def checkpoints(self, since: int = 0) -> Iterator[str]:
         for size in self._sizes():
-            yield (self.path / _file_name(size)).read_text()
+            if size >= since:
+                yield (self.path / _file_name(size)).read_text()
 
 
 class S3ObjectLockAnchor(Anchor):
@@ -263,6 +264,8 @@ class S3ObjectLockAnchor(Anchor):
         key = self._latest_key()
         return self._read(key) if key is not None else None
 
-    def checkpoints(self) -> Iterator[str]:
+    def checkpoints(self, since: int = 0) -> Iterator[str]:
+        # the listing is cheap (a thousand keys a request); reading is two requests a key
         for key in self._keys_after(None):
-            yield self._read(key)
+            if key >= self._key(since):  # names sort by size
+                yield self._read(key)

@@ -70,6 +70,9 @@ def verify(
     s3_endpoint: Annotated[str | None, typer.Option(
         "--s3-endpoint", envvar="BREAKGLASS_ANCHOR_S3_ENDPOINT",
         help="S3 endpoint URL for s3:// anchors (default: AWS).")] = None,
+    anchor_since: Annotated[int, typer.Option(
+        "--anchor-since", min=0, help="Read only the anchored checkpoints of at least this many "
+        "events, e.g. the size you verified last time.")] = 0,
 ) -> None:
     """Re-derive the log's root and check every signed checkpoint.
 
@@ -78,7 +81,7 @@ def verify(
     (--catalog, --db). With --anchor the checkpoints come from the write-once
     store as well, not only from the server or the copy: whoever holds the
     database and the key cannot hide an anchored checkpoint there."""
-    anchored = _anchored(anchor or [], s3_endpoint) if anchor else None
+    anchored = _anchored(anchor, s3_endpoint, anchor_since) if anchor else None
     if evidence is not None:
         _report(verify_evidence_zip(evidence, _vkey(key), anchored), as_json)
         return
@@ -101,8 +104,9 @@ def verify(
     _report(audit.verify(anchored), as_json)
 
 
-def _anchored(urls: list[str], s3_endpoint: str | None) -> list[str]:
-    """Every checkpoint in the anchors ``urls`` (``s3://BUCKET/PREFIX`` or a directory)."""
+def _anchored(urls: list[str], s3_endpoint: str | None, since: int = 0) -> list[str]:
+    """The checkpoints of at least ``since`` events in the anchors ``urls``
+    (``s3://BUCKET/PREFIX`` or a directory)."""
     anchors: list[Anchor] = []
     for url in urls:
         if url.startswith("s3://"):
@@ -118,7 +122,7 @@ def _anchored(urls: list[str], s3_endpoint: str | None) -> list[str]:
             if not path.is_dir():
                 raise typer.BadParameter(f"{url}: no such directory", param_hint="--anchor")
             anchors.append(LocalDirectoryAnchor(path))
-    return [text for found in anchors for text in found.checkpoints()]
+    return [text for found in anchors for text in found.checkpoints(since)]
 
 
 def verify_online(client: ApiClient, vkey: str | None,
