@@ -194,10 +194,7 @@ def audit_signing_key(settings: Settings, *, create: bool = True) -> Ed25519Priv
     if settings.audit_key_text:
         return load_signing_key_from_env_text(settings.audit_key_text)
     key_file = settings.audit_key_file or settings.state_dir / "audit.key"
-    if not create:
-        return load_signing_key(key_file)
-    key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return load_or_create_signing_key(key_file)
+    return load_or_create_signing_key(key_file) if create else load_signing_key(key_file)
 
 
 def audit_previous_keys(settings: Settings) -> Verifiers | None:

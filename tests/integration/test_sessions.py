@@ -7,10 +7,10 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, func, select
 
+from breakglass.audit.ocsf import to_ocsf
 from breakglass.domain.events import EventTag
 from breakglass.identity.devissuer import DevIssuer
 from breakglass.identity.oidc import split_token
-from breakglass.service.auditlog import to_ocsf
 from breakglass.service.sessions import SessionLog
 from breakglass.storage import tables as t
 from breakglass.storage.events import iter_events

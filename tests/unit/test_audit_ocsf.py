@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from breakglass.service.auditlog import OCSF_VERSION, to_ocsf
+from breakglass.audit.ocsf import OCSF_VERSION, to_ocsf
 
 pytestmark = pytest.mark.unit
 

@@ -44,6 +44,7 @@ from breakglass.audit import (
     verify_log,
 )
 from breakglass.audit.merkle import TreeState
+from breakglass.audit.ocsf import to_ocsf
 from breakglass.domain.errors import AuditError, InvalidInput, NotFound
 from breakglass.domain.events import EventTag
 from breakglass.service.ports import Clock
@@ -76,7 +77,8 @@ class AuditLog:
         self._key = key
         self.origin = origin
         self._signer = Verifier(origin, key.public_key())
-        self.verifiers = Verifiers((self._signer,)) + (previous or Verifiers((self._signer,)))
+        current = Verifiers((self._signer,))
+        self.verifiers = current + previous if previous is not None else current
         self._retiring: tuple[Verifier, int] | None = None  # a rotation not yet recorded
         self._published: dict[str, int] = {}  # anchor location -> largest size it took
         self._failing: dict[str, str] = {}  # anchor location -> why it refused
@@ -428,58 +430,6 @@ class AuditLog:
             created_at=self._clock.now().isoformat(), serving_catalog=serving_catalog)
         return {"incident": incident, "path": str(out), "events": len(indices),
                 "summary": str(summary)}
-
-
-OCSF_VERSION = "1.3.0"
-
-
-def _ocsf_class(action: str, outcome: str) -> tuple[int, int, str]:
-    """(class_uid, category_uid, class_name) of an event, per the OCSF 1.3 schema."""
-    if action == EventTag.AUDIT_KEY_ROTATED:  # a managed entity (the signing key) updated
-        return 3004, 3, "Entity Management"
-    if action.startswith(("drift:", "audit:")) or action == "grant:revocation:failed":
-        return 2004, 2, "Detection Finding"
-    if action.startswith("identity:"):
-        return 3002, 3, "Authentication"
-    if action.startswith("grant:"):
-        return 3005, 3, "User Access Management"
-    return 6003, 6, "API Activity"
-
-
-# activity_id by class where it does not follow the action's verb: Authentication is a
-# Logon; a Detection Finding is created (1), or closed (3) when its condition ended;
-# Entity Management's key rotation is an Update (3)
-_ACTIVITY = {3002: {"": 1}, 2004: {"": 1, "recovered": 3}, 3004: {"": 3}}
-
-
-def to_ocsf(entry: dict[str, Any]) -> dict[str, Any]:
-    """One event as an OCSF record (version pinned in ``metadata.version``)."""
-    class_uid, category_uid, class_name = _ocsf_class(entry["action"], entry["outcome"])
-    verb = entry["action"].rsplit(":", 1)[-1]
-    activity = {"created": 1, "added": 1, "issued": 1, "activated": 1, "auto": 1,
-                "revoked": 2, "expired": 2, "ended": 2, "denied": 2, "cancelled": 2}
-    fixed = _ACTIVITY.get(class_uid)
-    activity_id = (fixed.get(verb, fixed[""]) if fixed is not None
-                   else activity.get(verb, 99))
-    return {
-        "class_uid": class_uid,
-        "class_name": class_name,
-        "category_uid": category_uid,
-        "activity_id": activity_id,
-        "activity_name": entry["action"],
-        "type_uid": class_uid * 100 + activity_id,
-        "time": entry["ts"],
-        "severity_id": 1 if entry["outcome"] == "ok" else 4,
-        "status_id": 1 if entry["outcome"] == "ok" else 2,
-        "status": "Success" if entry["outcome"] == "ok" else "Failure",
-        "status_detail": entry.get("reason"),
-        "actor": {"user": {"name": entry["actor"]}},
-        "metadata": {"product": {"name": "breakglass", "vendor_name": "breakglass"},
-                     "version": OCSF_VERSION, "uid": str(entry["index"]), "log_name": "audit",
-                     "correlation_uid": entry.get("incident")},
-        "unmapped": {k: entry[k] for k in ("request_id", "grant_id", "zone", "rule",
-                                           "payload", "leaf_hash")},
-    }
 
 
 class CheckpointLoop:
