@@ -46,6 +46,7 @@ from breakglass.service.broker import Broker
 from breakglass.service.expiry import ExpiryLoop
 from breakglass.service.incidents import HttpIncidentDirectory
 from breakglass.service.ports import Clock, SecretBox, SystemClock
+from breakglass.service.refusals import RefusalBudget, RefusalRecorder
 from breakglass.service.sessions import SessionLog
 from breakglass.settings import Settings
 from breakglass.storage.migrate import upgrade
@@ -71,14 +72,22 @@ class Container:
     checkpoints: CheckpointLoop | None = None
     operations: Operations | None = None
     sessions: SessionLog | None = None
+    refusals: RefusalRecorder = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def authenticate(self, token: str, channel: str) -> Principal:
-        """The caller behind ``token``; a refusal and a token's first use are audit events."""
+    def __post_init__(self) -> None:
+        self.refusals = RefusalRecorder(lambda: UnitOfWork(self.engine), self.clock,
+                                        refusal_budget(self.settings))
+
+    def authenticate(self, token: str, channel: str, source: str | None = None) -> Principal:
+        """The caller behind ``token``; a refusal and a token's first use are audit events.
+
+        ``source`` is the client's address, kept with a refusal.
+        """
         try:
             principal = self.authenticator.authenticate(token)
         except Unauthenticated as exc:
-            self.record_auth_refusal(exc)
+            self.record_auth_refusal(exc, source)
             raise
         if self.sessions is not None:
             self.sessions.started(token, principal, channel)
@@ -104,12 +113,12 @@ class Container:
                               payload={"method": "dev"})
         return token, int(DEV_TOKEN_TTL.total_seconds())
 
-    def check_hook_secret(self, presented: str) -> None:
+    def check_hook_secret(self, presented: str, source: str | None = None) -> None:
         self._check_shared_secret(
             presented, os.environ.get("BREAKGLASS_INCIDENT_HOOK_SECRET", ""),
-            Unauthenticated("invalid incident hook secret", rule="identity.hook_secret"))
+            Unauthenticated("invalid incident hook secret", rule="identity.hook_secret"), source)
 
-    def check_metrics_token(self, presented: str) -> None:
+    def check_metrics_token(self, presented: str, source: str | None = None) -> None:
         """``GET /metrics``: the configured scrape token; open without one on ``--dev`` only."""
         expected = self.settings.metrics_token
         if expected is None and self.settings.dev:
@@ -118,18 +127,18 @@ class Container:
             "the metrics scrape token is missing or wrong" if expected else
             "/metrics needs a scrape token: set BREAKGLASS_METRICS_TOKEN (or _FILE) on the "
             "broker and give Prometheus the same value as its bearer token",
-            rule="identity.metrics_token"))
+            rule="identity.metrics_token"), source)
 
     def _check_shared_secret(self, presented: str, expected: str,
-                             refusal: Unauthenticated) -> None:
+                             refusal: Unauthenticated, source: str | None) -> None:
         if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
-            self.record_auth_refusal(refusal)
+            self.record_auth_refusal(refusal, source)
             raise refusal
 
-    def record_auth_refusal(self, exc: Unauthenticated) -> None:
-        with UnitOfWork(self.engine) as uow:
-            uow.events.append(ts=self.clock.now(), actor="anonymous", action=EventTag.AUTH_REFUSED,
-                              outcome="denied", rule=exc.rule, reason=exc.message)
+    def record_auth_refusal(self, exc: Unauthenticated, source: str | None = None) -> None:
+        """Account for the refusal of a caller not authenticated: recorded, or counted
+        once the refusal budget is spent (see :mod:`breakglass.service.refusals`)."""
+        self.refusals.refused(exc.rule, exc.message, source)
 
     def start_background(self) -> None:
         with self._lock:
@@ -141,7 +150,7 @@ class Container:
                 self.broker.on_activated.append(self.expiry.wake)
                 self.expiry.start()
             if self.checkpoints is None:
-                self.checkpoints = CheckpointLoop(self.audit)
+                self.checkpoints = CheckpointLoop(self.audit, before=self._flush_refusals)
                 self.checkpoints.start()
             if self.operations is not None:
                 self.operations.start()
@@ -154,10 +163,21 @@ class Container:
             if self.checkpoints is not None:
                 self.checkpoints.stop()
                 self.checkpoints = None
+            self._flush_refusals(force=True)
             if self.operations is not None:
                 self.operations.stop()
             for connector in self.connectors.values():
                 connector.close()
+
+
+    def _flush_refusals(self, *, force: bool = False) -> None:
+        """Write the counts of refusals over budget once their window has ended."""
+        self.refusals.flush(force=force)
+
+
+def refusal_budget(settings: Settings) -> RefusalBudget:
+    return RefusalBudget(per_source=settings.refusals_per_address,
+                         overall=settings.refusals_per_minute)
 
 
 def build_connectors(loaded: LoadedCatalog) -> dict[str, Connector]:

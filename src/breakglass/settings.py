@@ -36,6 +36,8 @@ class Settings:
     anchor_s3_endpoint: str | None = None
     anchor_retention_days: int = 3650
     metrics_token: str | None = None
+    refusals_per_address: int = 60
+    refusals_per_minute: int = 600
 
     @classmethod
     def from_env(
@@ -75,7 +77,20 @@ class Settings:
             anchor_s3_endpoint=env.get("BREAKGLASS_ANCHOR_S3_ENDPOINT") or None,
             anchor_retention_days=int(env.get("BREAKGLASS_ANCHOR_RETENTION_DAYS", "3650")),
             metrics_token=_metrics_token(env),
+            refusals_per_address=_count(env, "BREAKGLASS_ANON_REFUSALS_PER_ADDRESS", 60),
+            refusals_per_minute=_count(env, "BREAKGLASS_ANON_REFUSALS_PER_MINUTE", 600),
         )
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number of at least 0 from ``name``, or ``default``."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        raise InvalidInput(f"{name} must be a whole number from 0 to 999999999, not {text!r}",
+                           rule="settings.refusal_budget")
+    return int(text)
 
 
 def _text_or_file(env: Mapping[str, str], name: str) -> str | None:

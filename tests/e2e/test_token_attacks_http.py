@@ -177,7 +177,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 "/jwks.json": attacker_jwks,
             }
         )
-        env = {"FORGE_ISSUER": issuer.url, "FORGE_TARGET_DSN": UNUSED_TARGET_DSN}
+        # every attack's refusal is checked one by one: a budget none of them exceeds
+        env = {"FORGE_ISSUER": issuer.url, "FORGE_TARGET_DSN": UNUSED_TARGET_DSN,
+               "BREAKGLASS_ANON_REFUSALS_PER_ADDRESS": "100000"}
         state = tmp_path_factory.mktemp("forge-broker")
         with running_broker(CATALOG, state, env) as broker, httpx.Client(timeout=30) as http:
             yield Setup(broker, Forge(issuer.url, keys), issuer, attacker, http)
@@ -560,6 +562,7 @@ def test_a_megabyte_header_is_refused_by_the_http_layer(setup: Setup) -> None:
 
 
 def test_no_token_and_other_schemes_are_refused(setup: Setup) -> None:
+    before = setup.broker.events(REFUSED)
     for headers in (
         {},
         {"Authorization": "Basic YWxpY2U6cGFzc3dvcmQ="},
@@ -570,3 +573,6 @@ def test_no_token_and_other_schemes_are_refused(setup: Setup) -> None:
         assert response.status_code == 401, headers
         assert response.headers["content-type"].startswith(PROBLEM)
         assert response.json()["rule"] == "identity.token_missing"
+    new = setup.broker.events(REFUSED)[len(before) :]
+    assert [(actor, outcome, rule) for _, actor, outcome, rule in new] == [
+        ("anonymous", "denied", "identity.token_missing")] * 4

@@ -22,24 +22,35 @@ def container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(container)]
 
 
+def client_address(request: Request) -> str | None:
+    """The caller's address (behind a proxy, the one the server was told to trust)."""
+    return request.client.host if request.client is not None else None
+
+
 def current_principal(
+    request: Request,
     c: ContainerDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    source = client_address(request)
     if creds is None or not creds.credentials:
-        raise Unauthenticated("a bearer token is required (breakglass login)",
-                              rule="identity.token_missing")
-    return c.authenticate(creds.credentials, "api")
+        missing = Unauthenticated("a bearer token is required (breakglass login)",
+                                  rule="identity.token_missing")
+        c.record_auth_refusal(missing, source)
+        raise missing
+    return c.authenticate(creds.credentials, "api", source)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
 def metrics_scraper(
+    request: Request,
     c: ContainerDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    c.check_metrics_token(creds.credentials if creds is not None else "")
+    c.check_metrics_token(creds.credentials if creds is not None else "",
+                          client_address(request))
 
 
 MetricsScraper = Annotated[None, Depends(metrics_scraper)]

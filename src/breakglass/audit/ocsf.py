@@ -5,9 +5,10 @@ The schema version is pinned in every record's ``metadata.version``.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
-from breakglass.domain.events import EventTag
+from breakglass.domain.events import EventTag, refusals_in
 
 OCSF_VERSION = "1.3.0"
 
@@ -33,6 +34,16 @@ def _ocsf_class(action: str) -> tuple[int, int, str]:
     return 6003, 6, "API Activity"
 
 
+def _is_ip(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def to_ocsf(entry: dict[str, Any]) -> dict[str, Any]:
     """One exported event (``AuditLog.entries`` form) as an OCSF record."""
     class_uid, category_uid, class_name = _ocsf_class(entry["action"])
@@ -41,7 +52,7 @@ def to_ocsf(entry: dict[str, Any]) -> dict[str, Any]:
     activity_id = (fixed.get(verb, fixed[""]) if fixed is not None
                    else _VERB_ACTIVITY.get(verb, 99))
     ok = entry["outcome"] == "ok"
-    return {
+    record = {
         "class_uid": class_uid,
         "class_name": class_name,
         "category_uid": category_uid,
@@ -60,3 +71,11 @@ def to_ocsf(entry: dict[str, Any]) -> dict[str, Any]:
         "unmapped": {k: entry[k] for k in ("request_id", "grant_id", "zone", "rule",
                                            "payload", "leaf_hash")},
     }
+    payload = entry.get("payload") or {}
+    if class_uid == 3002 and _is_ip(payload.get("source")):
+        record["src_endpoint"] = {"ip": payload["source"]}
+    if entry["action"] == EventTag.AUTH_REFUSALS_COUNTED:  # one record for many attempts
+        record["count"] = refusals_in(entry["action"], payload)
+        record["start_time"] = payload.get("from")
+        record["end_time"] = payload.get("to")
+    return record

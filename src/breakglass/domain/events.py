@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 
 class EventTag(StrEnum):
@@ -42,6 +44,7 @@ class EventTag(StrEnum):
     LOGIN = "identity:login:issued"
     SESSION_STARTED = "identity:session:started"
     AUTH_REFUSED = "identity:token:refused"
+    AUTH_REFUSALS_COUNTED = "identity:refusals:counted"
     HIGH_RISK_ACTION = "grant:action:high_risk"
     REVIEW_OPENED = "review:access:opened"
     REVIEW_COMPLETED = "review:access:completed"
@@ -53,3 +56,13 @@ class EventTag(StrEnum):
     AUDIT_TAMPERED = "audit:log:tampered"
     ANCHOR_FAILED = "audit:anchor:failed"
     ANCHOR_RECOVERED = "audit:anchor:recovered"
+
+
+def refusals_in(action: str, payload: Mapping[str, Any]) -> int:
+    """How many refusals a denied event stands for: its count if it summarises refusals
+    counted over budget (``identity:refusals:counted``), else one."""
+    if action == EventTag.AUTH_REFUSALS_COUNTED:
+        counted = payload.get("counted")
+        if isinstance(counted, int) and not isinstance(counted, bool) and counted > 0:
+            return counted
+    return 1

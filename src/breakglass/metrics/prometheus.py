@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, func, select
 
-from breakglass.domain.events import EventTag
+from breakglass.domain.events import EventTag, refusals_in
 from breakglass.domain.model import Policy, highest_zone
 from breakglass.notify import outbox
 from breakglass.notify.outbox import OutboxRow
@@ -96,7 +97,8 @@ class BrokerMetrics:
         e = a.event
         if e.outcome == "denied":
             zone, env = self._where(a.connection, e)
-            return self.refusals.labels(zone, env, e.rule or "unknown").inc
+            counter = self.refusals.labels(zone, env, e.rule or "unknown")
+            return partial(counter.inc, refusals_in(e.action, e.payload))
         action = e.action
         if action == EventTag.REQUEST_CREATED:
             return self.requests.labels(e.zone or NONE,

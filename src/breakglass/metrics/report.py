@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select
 
 from breakglass.domain.durations import format_duration
-from breakglass.domain.events import EventTag
+from breakglass.domain.events import EventTag, refusals_in
 from breakglass.metrics.stats import ratio, summary
 from breakglass.reviews.model import ReviewState
 from breakglass.reviews.store import ReviewStore
@@ -237,6 +237,12 @@ def policy_violations(conn: Connection, since: datetime, until: datetime) -> dic
     for rule, action, count in denied:
         by_rule[str(rule or "unknown")] += int(count)
         by_action[str(action)] += int(count)
+    # a summary of refusals counted over budget stands for its count, not for one
+    for rule, action, payload in conn.execute(select(e.rule, e.action, e.payload).where(
+            e.action == EventTag.AUTH_REFUSALS_COUNTED, *window)):
+        more = refusals_in(action, payload or {}) - 1
+        by_rule[str(rule or "unknown")] += more
+        by_action[str(action)] += more
     total = sum(by_rule.values())
     return {"denied": total, "accepted": accepted, "rate": ratio(total, total + accepted),
             "by_rule": [{"rule": k, "count": v}

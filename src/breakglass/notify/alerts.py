@@ -8,7 +8,8 @@ event can be tied to them:
   (``grant:action:high_risk``, written by the statement-log watcher);
 * events the broker flags as alerts (``payload.alert``): a failed
   revocation, drift found, a rotated audit signing key, a log that no longer
-  extends its signed checkpoint, an anchor that refused one; plus ``rules.events``
+  extends its signed checkpoint, an anchor that refused one, the first window
+  of a flood of unauthenticated refusals (``refusal_flood``); plus ``rules.events``
   (name: action patterns), e.g. access-key creation attempts or audit tamper findings;
 * ``late_revocation``: a grant ended more than ``late_revocation_after``
   after its expiry;
@@ -39,6 +40,7 @@ FLAGGED_NAMES = {
     EventTag.AUDIT_KEY_ROTATED.value: "audit_key_rotated",
     EventTag.AUDIT_TAMPERED.value: "audit_tampered",
     EventTag.ANCHOR_FAILED.value: "anchor_failed",
+    EventTag.AUTH_REFUSALS_COUNTED.value: "refusal_flood",
 }
 SEVERITY = {
     "identity_change": "critical",
@@ -50,6 +52,7 @@ SEVERITY = {
     "audit_key_rotated": "high",
     "audit_tampered": "critical",
     "anchor_failed": "high",
+    "refusal_flood": "medium",
     "violation_burst": "medium",
     "review_overdue": "medium",
 }

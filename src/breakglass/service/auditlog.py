@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -435,9 +435,11 @@ class AuditLog:
 class CheckpointLoop:
     """Signs a checkpoint at most a second after new entries arrive."""
 
-    def __init__(self, audit: AuditLog, interval: float = 1.0) -> None:
+    def __init__(self, audit: AuditLog, interval: float = 1.0,
+                 before: Callable[[], None] | None = None) -> None:
         self._audit = audit
         self._interval = interval
+        self._before = before  # work whose events belong in the next checkpoint
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="breakglass-checkpoints",
                                         daemon=True)
@@ -451,6 +453,11 @@ class CheckpointLoop:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
+            if self._before is not None:
+                try:
+                    self._before()
+                except Exception:
+                    log.exception("work before the checkpoint failed")
             try:
                 self._audit.checkpoint()
             except AuditError as exc:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from breakglass.api.deps import ContainerDep
+from breakglass.api.deps import ContainerDep, client_address
 from breakglass.bootstrap import Container
 from breakglass.domain.durations import parse_duration
 from breakglass.domain.errors import BreakglassError, NotFound, Unauthenticated
@@ -65,10 +65,12 @@ def login(request: Request, _: Csrf, c: ContainerDep, username: Short = "",
     else:
         token = token.strip()
         if not token:
-            raise Unauthenticated("paste the access_token that breakglass login saved in "
-                                  "~/.config/breakglass/token.json",
-                                  rule="identity.token_missing")
-        c.authenticate(token, "web")
+            missing = Unauthenticated("paste the access_token that breakglass login saved in "
+                                      "~/.config/breakglass/token.json",
+                                      rule="identity.token_missing")
+            c.record_auth_refusal(missing, client_address(request))
+            raise missing
+        c.authenticate(token, "web", client_address(request))
     response = _see("/ui/")
     set_cookie(request, response, SESSION_COOKIE, token, max_age)
     return response
