@@ -163,7 +163,10 @@ class Container:
             if self.checkpoints is not None:
                 self.checkpoints.stop()
                 self.checkpoints = None
-            self._flush_refusals(force=True)
+            try:
+                self._flush_refusals(force=True)
+            except Exception:  # stopping goes on: the connectors still close
+                log.exception("the count of refusals over budget could not be written")
             if self.operations is not None:
                 self.operations.stop()
             for connector in self.connectors.values():
