@@ -192,7 +192,7 @@ def test_export_verifies_offline_and_ocsf_is_pinned(engine, tmp_path, loaded, cl
     audit.export(out, "ocsf")
     lines = [json.loads(x) for x in (out / "events.ocsf.jsonl").read_text().splitlines()]
     assert {x["metadata"]["version"] for x in lines} == {"1.3.0"}
-    classes = {x["activity_name"]: x["class_uid"] for x in lines}
+    classes = {x["unmapped"]["action"]: x["class_uid"] for x in lines}
     assert classes["request:created"] == 6003
     assert classes["grant:credential:issued"] == 3005
     everything = (out / "events.jsonl").read_text() + (out / "events.ocsf.jsonl").read_text()

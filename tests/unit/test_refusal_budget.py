@@ -209,8 +209,9 @@ def test_ocsf_records_carry_the_address_and_a_summary_its_count_and_period():
     summary = to_ocsf(_entry(EventTag.AUTH_REFUSALS_COUNTED, {
         "counted": 41, "from": "2026-11-24T01:59:00+00:00", "to": "2026-11-24T01:59:58+00:00"}))
     assert (summary["class_uid"], summary["status"]) == (3002, "Failure")
-    assert (summary["count"], summary["start_time"], summary["end_time"]) == (
+    assert (summary["count"], summary["start_time_dt"], summary["end_time_dt"]) == (
         41, "2026-11-24T01:59:00+00:00", "2026-11-24T01:59:58+00:00")
+    assert summary["end_time"] - summary["start_time"] == 58_000  # epoch milliseconds
 
 
 @pytest.mark.parametrize("value", ["-1", "ten", "1e3", "²", "1234567890"])

@@ -88,7 +88,7 @@ class Activator:
                 uow.grants.store_secret(grant.id, sealed)
                 record(uow, self._clock.now(), req, "broker", EventTag.GRANT_ISSUED,
                        grant_id=grant.id, payload={"role": grant.role, "target": grant.target,
-                                     "target_ref": grant.target_ref,
+                                     "target_ref": grant.target_ref, "requester": req.requester,
                                      "expires_at": grant.expires_at.isoformat(),
                                      **audits.get(grant.id, {})})
             req.transition(RequestState.ACTIVE)

@@ -302,8 +302,9 @@ class Extender:
             if grant.state is GrantState.ACTIVE:
                 move_grant_expiry(uow.connection, grant.id, new)
                 record(uow, now, req, "broker", EventTag.GRANT_EXTENDED,
-                       grant_id=grant.id, payload={"target": grant.target,
+                       grant_id=grant.id, payload={"role": grant.role, "target": grant.target,
                                                    "target_ref": grant.target_ref,
+                                                   "requester": req.requester,
                                                    "from": old.isoformat(),
                                                    "expires_at": new.isoformat()})
         ext.state = ExtensionState.APPLIED

@@ -117,7 +117,8 @@ class Revoker:
             for grant, error in outcomes:
                 if error is None:
                     record(uow, now, req, actor, tag, grant_id=grant.id, reason=req.end_reason,
-                           payload={"target": grant.target, "target_ref": grant.target_ref,
+                           payload={"role": grant.role, "target": grant.target,
+                                    "target_ref": grant.target_ref, "requester": req.requester,
                                     "lag_ms": _lag_ms(grant, now) if expired else None,
                                     **({"cleaned": list(grant.artefacts)}
                                        if grant.artefacts else {})})
