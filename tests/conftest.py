@@ -77,6 +77,15 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 
 
 @pytest.fixture
+def sqlite(tmp_path: Path) -> Iterator[Engine]:
+    """The broker's own store on SQLite only (for tests of logic above the store)."""
+    eng = make_engine(f"sqlite:///{tmp_path / 'broker.db'}")
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
 def pg_engine(tmp_path: Path) -> Iterator[Engine]:
     admin, name = _fresh_pg_database()
     eng = make_engine(f"{admin.rsplit('/', 1)[0]}/{name}")

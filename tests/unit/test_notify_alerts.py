@@ -11,18 +11,9 @@ from sqlalchemy import Engine
 
 from breakglass.domain.errors import PolicyRefused
 from breakglass.domain.events import EventTag
-from breakglass.storage.migrate import upgrade
-from breakglass.storage.uow import UnitOfWork, make_engine
+from breakglass.storage.uow import UnitOfWork
 from tests.fakes import FakeClock
 from tests.ops_harness import Harness, make_harness
-
-
-@pytest.fixture
-def sqlite(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'broker.db'}")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

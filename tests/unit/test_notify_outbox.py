@@ -6,7 +6,6 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -19,19 +18,10 @@ from breakglass.notify.sinks import SIGNATURE_HEADER, signature_valid, slack_bod
 from breakglass.service.broker import Broker
 from breakglass.service.ports import SecretBox
 from breakglass.storage import tables_notify as tn
-from breakglass.storage.migrate import upgrade
-from breakglass.storage.uow import UnitOfWork, make_engine
+from breakglass.storage.uow import UnitOfWork
 from tests.conftest import CATALOG
 from tests.fakes import FakeClock, MemoryConnector, human
 from tests.ops_harness import HOOK_SECRET, Harness, make_harness
-
-
-@pytest.fixture
-def sqlite(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'broker.db'}")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -24,8 +24,7 @@ from breakglass.service.refusals import OTHER_SOURCES, RefusalBudget, RefusalRec
 from breakglass.settings import Settings
 from breakglass.storage import tables as t
 from breakglass.storage.events import row_to_event
-from breakglass.storage.migrate import upgrade
-from breakglass.storage.uow import UnitOfWork, make_engine
+from breakglass.storage.uow import UnitOfWork
 from tests.fakes import FakeClock
 from tests.ops_harness import Harness, make_harness
 
@@ -36,11 +35,8 @@ EXPIRED = "identity.expired"
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    found = make_engine(f"sqlite:///{tmp_path / 'broker.db'}")
-    upgrade(found)
-    yield found
-    found.dispose()
+def engine(sqlite: Engine) -> Engine:
+    return sqlite
 
 
 def recorder(engine: Engine, clock: FakeClock, **budget: Any) -> RefusalRecorder:

@@ -11,19 +11,9 @@ from sqlalchemy import Engine
 
 from breakglass.metrics.report import build_report
 from breakglass.metrics.stats import percentile
-from breakglass.storage.migrate import upgrade
-from breakglass.storage.uow import make_engine
 from tests.fakes import FakeClock
 from tests.ops_harness import Harness, make_harness
 from tests.ops_history import EXPECTED, comparable, seed_history
-
-
-@pytest.fixture
-def sqlite(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'broker.db'}")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
