@@ -8,8 +8,8 @@ with concurrent writers, for the broker's two paths:
   on PostgreSQL as threads of one process and as separate processes (a fleet
   of brokers sharing one database), and with the event observers ``serve``
   registers: for an event they pass over; for a revocation, which the
-  late-revocation rule judges by reading the grant's expiry before the log head
-  is taken (here on time: passed over); and for a zone-C activation, which
+  late-revocation rule judges by the grant's expiry the event carries (here on
+  time: passed over); and for a zone-C activation, which
   raises an alert (composed before the log head is taken; the head is then held
   while the alert is written to the outbox with the event's index, and the
   commit follows);
@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +88,18 @@ READ = select(t.requests.c.state).where(t.requests.c.id == bindparam("id"))
 
 def append(engine: Engine, i: int, change: bool = False,
            action: str = "bench:event:appended", zone: str = "A") -> None:
+    now = datetime.now(UTC)
+    revoked = action == EventTag.GRANT_REVOKED
+    payload: dict[str, Any] = {"i": i, "note": "synthetic"}
+    if revoked:  # as the broker writes it: with the grant's expiry, here still ahead
+        payload["expires_at"] = (now + timedelta(minutes=30)).isoformat()
     with UnitOfWork(engine) as uow:
         if change:  # what the broker does first: read the row it changes
             uow.connection.execute(READ, {"id": f"r-{i:012d}"}).first()
-        uow.events.append(ts=datetime.now(UTC), actor="bench", action=action,
-                          grant_id=f"g-{i:012d}" if action == EventTag.GRANT_REVOKED else None,
+        uow.events.append(ts=now, actor="bench", action=action,
+                          grant_id=f"g-{i:012d}" if revoked else None,
                           request_id=f"r-{i:012d}", incident="SEV-1000", zone=zone,
-                          payload={"i": i, "note": "synthetic"})
+                          payload=payload)
 
 
 def throughput(engine: Engine, events: int, writers: int, change: bool) -> float:

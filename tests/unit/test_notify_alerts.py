@@ -114,6 +114,29 @@ def test_an_on_time_expiry_does_not_alert(h):
     assert h.outbox(kind="alert") == []
 
 
+def test_a_revocation_carries_the_expiry_it_is_judged_by(h):
+    rid = h.broker.request_access(h.who("uma"), ["embeddings-read"], incident="SEV-3006",
+                                  reason="recovery").request.id
+    h.clock.advance(minutes=20, seconds=1)
+    h.broker.expire_due()
+    with UnitOfWork(h.engine) as uow:
+        [grant] = uow.grants.for_request(rid)
+        [event] = [e for e in uow.events_since(0) if e.action == EventTag.GRANT_EXPIRED]
+    assert event.payload["expires_at"] == grant.expires_at.isoformat()
+
+
+def test_a_revocation_written_without_the_expiry_is_judged_by_the_stored_grant(h):
+    rid = h.broker.request_access(h.who("uma"), ["embeddings-read"], incident="SEV-3007",
+                                  reason="recovery").request.id
+    h.clock.advance(hours=2)
+    with UnitOfWork(h.engine) as uow:  # as a broker of an earlier release wrote it
+        uow.events.append(ts=h.clock.now(), actor="broker", action=EventTag.GRANT_REVOKED,
+                          request_id=rid, grant_id=f"{rid}-g0", incident="SEV-3007",
+                          payload={"target": "embeddings-db"})
+    [late] = alerts(h, "late_revocation")
+    assert late["details"]["lag_seconds"] > 3600
+
+
 def test_flagged_and_pattern_events_alert(h):
     rid = h.broker.request_access(h.who("uma"), ["embeddings-read"], incident="SEV-3006",
                                   reason="recovery").request.id

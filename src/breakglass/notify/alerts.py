@@ -19,7 +19,7 @@ event can be tied to them:
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -57,6 +57,18 @@ SEVERITY = {
     "review_overdue": "medium",
 }
 _NOT_PRINCIPALS = frozenset({"anonymous", "broker"})
+
+
+def _expiry_in(payload: dict[str, Any]) -> datetime | None:
+    """The grant's expiry a revocation event carries, if it does."""
+    text = payload.get("expires_at")
+    if not isinstance(text, str):
+        return None
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return found if found.tzinfo is not None else None
 
 
 def context(conn: Connection, event: Event) -> dict[str, Any]:
@@ -164,9 +176,11 @@ class AlertRules:
                        **{k: v for k, v in a.event.payload.items() if k != "alert"}})
 
     def _late(self, a: Appended, limit: timedelta) -> Message | None:
-        expires = a.connection.execute(
-            select(t.grants.c.expires_at).where(t.grants.c.id == a.event.grant_id)
-        ).scalar()
+        expires = _expiry_in(a.event.payload)
+        if expires is None:  # an event written before revocations carried the expiry
+            expires = a.connection.execute(
+                select(t.grants.c.expires_at).where(t.grants.c.id == a.event.grant_id)
+            ).scalar()
         if expires is None:
             return None
         lag = a.event.ts - expires

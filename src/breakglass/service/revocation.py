@@ -119,6 +119,7 @@ class Revoker:
                     record(uow, now, req, actor, tag, grant_id=grant.id, reason=req.end_reason,
                            payload={"role": grant.role, "target": grant.target,
                                     "target_ref": grant.target_ref, "requester": req.requester,
+                                    "expires_at": grant.expires_at.isoformat(),
                                     "lag_ms": _lag_ms(grant, now) if expired else None,
                                     **({"cleaned": list(grant.artefacts)}
                                        if grant.artefacts else {})})
