@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from breakglass.audit.canonical import event_leaf_hash
 from breakglass.audit.merkle import TreeState
+from breakglass.domain.events import serving
 from breakglass.storage import tables as t
 from breakglass.storage.events import (
     Appended,
@@ -227,6 +228,26 @@ def test_a_composing_observer_reads_before_the_index_and_holds_the_head_only_to_
         conn.commit()
     assert stamped == [(1, "test:event:wanted"), (4, "test:event:wanted")]
     assert head_size(engine) == 5
+
+
+def test_events_written_while_serving_a_caller_carry_its_address(engine: Engine) -> None:
+    with serving("198.51.100.23"):
+        with UnitOfWork(engine) as uow:  # a state change
+            uow.connection.execute(select(func.count()).select_from(t.requests))
+            append(uow, 0)
+        with UnitOfWork(engine) as uow:  # an event alone, written by the group commit
+            append(uow, 1)
+        with UnitOfWork(engine) as uow:  # a payload that names its own source keeps it
+            uow.events.append(ts=NOW, actor="anonymous", action="identity:token:refused",
+                              payload={"source": "203.0.113.9"})
+        with serving(None), UnitOfWork(engine) as uow:  # the broker's own, inside a call
+            append(uow, 3)
+    with UnitOfWork(engine) as uow:  # background work serves no caller
+        append(uow, 4)
+    rows = stored(engine)
+    sources = [record["payload"].get("source") for _, _, record in rows]  # type: ignore[union-attr]
+    assert sources == ["198.51.100.23", "198.51.100.23", "203.0.113.9", None, None]
+    assert all(leaf == event_leaf_hash(record) for _, leaf, record in rows)
 
 
 def test_observers_that_need_no_index_run_before_the_head_is_taken(engine: Engine) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select
 
 from breakglass.audit.ocsf import to_ocsf
 from breakglass.domain.errors import InvalidInput
-from breakglass.domain.events import EventTag
+from breakglass.domain.events import EventTag, serving
 from breakglass.metrics.report import policy_violations
 from breakglass.service.refusals import OTHER_SOURCES, RefusalBudget, RefusalRecorder
 from breakglass.settings import Settings
@@ -100,6 +100,18 @@ def test_one_address_over_its_budget_is_counted_and_summarised_when_the_window_e
 
     # a new window: the address is recorded again
     assert rec.refused(BAD, "no", "198.51.100.9")
+
+
+def test_a_summary_written_while_serving_a_call_names_no_single_caller(engine, clock):
+    rec = recorder(engine, clock, per_source=0, overall=0)
+    for _ in range(3):
+        rec.refused(BAD, "no", "192.0.2.77")
+    clock.advance(minutes=1, seconds=1)
+    with serving("192.0.2.88"):  # the next call's refusal ends the window and writes it
+        rec.refused(BAD, "no", "192.0.2.88")
+    [summary] = events(engine, EventTag.AUTH_REFUSALS_COUNTED)
+    assert "source" not in summary.payload
+    assert summary.payload["sources"] == {"192.0.2.77": 3}
 
 
 def test_the_overall_budget_caps_the_log_whatever_the_number_of_addresses(engine, clock):

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import text
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from breakglass import __version__
 from breakglass.api import problems
@@ -29,6 +30,7 @@ from breakglass.api.schemas import (
 from breakglass.bootstrap import Container
 from breakglass.domain.durations import parse_duration
 from breakglass.domain.errors import NotFound
+from breakglass.domain.events import serving
 from breakglass.web.routes import router as web_router
 
 v1 = APIRouter(prefix="/v1")
@@ -174,6 +176,20 @@ def dev_token(body: DevLogin, c: ContainerDep) -> TokenOut:
     return TokenOut(access_token=token, expires_in=ttl)
 
 
+class CallerAddress:
+    """ASGI middleware: while a request is served, the events it causes carry the client's
+    address (:func:`breakglass.domain.events.serving`), the one uvicorn reports (the
+    client's own behind a proxy trusted with ``--forwarded-allow-ips``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client") if scope["type"] == "http" else None
+        with serving(str(client[0]) if client else None):
+            await self.app(scope, receive, send)
+
+
 def create_app(c: Container) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -187,6 +203,7 @@ def create_app(c: Container) -> FastAPI:
     app = FastAPI(title="breakglass", version=__version__, lifespan=lifespan,
                   description="Emergency access broker for cloud AI operations")
     app.state.container = c
+    app.add_middleware(CallerAddress)
     problems.install(app)
     app.include_router(v1)
     app.include_router(audit_router)

@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any
+
+# The address of the client whose call is being served, if any: each event written while
+# serving it carries the address as ``payload.source`` (set by the HTTP layer per request;
+# background work such as expiry has none).
+caller_address: ContextVar[str | None] = ContextVar("breakglass_caller_address", default=None)
+SOURCE = "source"
+
+
+@contextmanager
+def serving(address: str | None) -> Iterator[None]:
+    """Events written in this block carry ``address`` (None: no caller's, e.g. for the
+    broker's own findings written while it happens to serve a call)."""
+    token = caller_address.set(address)
+    try:
+        yield
+    finally:
+        caller_address.reset(token)
 
 
 class EventTag(StrEnum):

@@ -46,7 +46,7 @@ from breakglass.audit import (
 from breakglass.audit.merkle import TreeState
 from breakglass.audit.ocsf import to_ocsf
 from breakglass.domain.errors import AuditError, InvalidInput, NotFound
-from breakglass.domain.events import EventTag
+from breakglass.domain.events import EventTag, serving
 from breakglass.service.ports import Clock
 from breakglass.storage import tables as t
 from breakglass.storage.events import row_to_event
@@ -327,7 +327,8 @@ class AuditLog:
 
     def _record(self, action: EventTag, outcome: str, reason: str,
                 payload: Mapping[str, Any]) -> None:
-        with UnitOfWork(self._engine) as uow:
+        # the broker's own finding, even when the checkpoint follows a client's call
+        with serving(None), UnitOfWork(self._engine) as uow:
             uow.events.append(ts=self._clock.now(), actor="broker", action=action,
                               outcome=outcome, reason=reason, payload=payload)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from breakglass.domain.events import EventTag
+from breakglass.domain.events import EventTag, serving
 from breakglass.service.ports import Clock
 from breakglass.storage.uow import UnitOfWorkFactory
 
@@ -131,7 +131,8 @@ class RefusalRecorder:
 
     def _write(self, ended: _Window, now: datetime, alert: bool) -> None:
         b = self.budget
-        with self._uow() as uow:
+        # a summary covers many callers: not the address of the call that happens to write it
+        with serving(None), self._uow() as uow:
             for rule, by_source in sorted(ended.counted.items()):
                 total = sum(by_source.values())
                 named = dict(by_source.most_common(b.top_sources))

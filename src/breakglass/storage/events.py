@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from breakglass.audit.canonical import canonical_split
 from breakglass.audit.merkle import leaf_hash
+from breakglass.domain.events import SOURCE, caller_address
 from breakglass.storage import tables as t
 
 
@@ -230,7 +231,11 @@ class EventLog:
         reason: str | None = None,
         payload: Mapping[str, Any] | None = None,
     ) -> None:
-        """Keep an event for this transaction; ``AuditError`` now if it cannot be hashed."""
+        """Keep an event for this transaction; ``AuditError`` now if it cannot be hashed.
+
+        Written while a client's call is served, the event carries the client's address
+        as ``payload.source`` (unless the payload names one itself).
+        """
         event = Event(
             index=-1,
             ts=ts,
@@ -245,6 +250,9 @@ class EventLog:
             reason=reason,
             payload=dict(payload or {}),
         )
+        source = caller_address.get()
+        if source is not None:
+            event.payload.setdefault(SOURCE, source)
         before, after = canonical_split(event.record(), "index")
         self._pending.append(_Pending(event, before, after))
 
