@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from breakglass.audit import (
     verify_evidence_zip,
     verify_log,
 )
+from breakglass.audit.export import FORMATS, write_export
 from breakglass.cli import render
 from breakglass.cli.client import ApiClient
 
@@ -209,13 +211,28 @@ def key(
 @audit_app.command("export")
 def export(
     out: Annotated[Path, typer.Option("--out")],
-    catalog: Annotated[Path, typer.Option("--catalog")],
     fmt: Annotated[str, typer.Option("--format", help="jsonl or ocsf")] = "jsonl",
+    catalog: Annotated[Path | None, typer.Option(
+        "--catalog", help="Export straight from the database (with --db) instead of the "
+        "server's API.")] = None,
     db: Annotated[str | None, typer.Option("--db", envvar="BREAKGLASS_DB")] = None,
+    server: Annotated[str | None, typer.Option("--server", envvar="BREAKGLASS_SERVER")] = None,
 ) -> None:
-    """Export every event with the checkpoints and the verifier keys."""
-    if fmt not in ("jsonl", "ocsf"):
+    """Export every event with the checkpoints and the verifier keys (for `audit verify
+    --export`): from the server, or with --catalog from the database."""
+    if fmt not in FORMATS:
         raise typer.BadParameter("--format must be jsonl or ocsf")
+    if catalog is None:
+        client = ApiClient(server)
+        keys = client.raw("GET", "/v1/audit/key").decode()
+        # the checkpoints first: the entries read after them cover every one
+        checkpoints: list[str] = client.call("GET", "/v1/audit/checkpoints")
+        entries = _entries(client)
+        first = next(entries, None)  # a refusal (no token, say) comes before any file is written
+        path = write_export(out, fmt, itertools.chain([first] if first else [], entries),
+                            checkpoints, keys)
+        render.out.print(f"exported to {path}")
+        return
     from breakglass.bootstrap import build_audit
     from breakglass.catalog.loader import load_catalog
     from breakglass.service.ports import SystemClock

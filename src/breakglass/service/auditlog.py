@@ -17,7 +17,6 @@ more than the log held when it was retired.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,8 +42,8 @@ from breakglass.audit import (
     verify_checkpoint,
     verify_log,
 )
+from breakglass.audit.export import write_export
 from breakglass.audit.merkle import TreeState
-from breakglass.audit.ocsf import to_ocsf
 from breakglass.domain.errors import AuditError, InvalidInput, NotFound
 from breakglass.domain.events import EventTag, serving
 from breakglass.service.ports import Clock
@@ -405,18 +404,7 @@ class AuditLog:
         return report
 
     def export(self, out: Path, fmt: str = "jsonl") -> Path:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "checkpoints").mkdir(exist_ok=True)
-        for text in self.checkpoints():
-            size = text.splitlines()[1]
-            (out / "checkpoints" / f"{int(size):020d}.txt").write_text(text)
-        (out / "key.pub").write_text(self.verifier_keys)
-        target = out / ("events.jsonl" if fmt == "jsonl" else "events.ocsf.jsonl")
-        with target.open("w") as fh:
-            for entry in self.entries():
-                fh.write(json.dumps(entry if fmt == "jsonl" else to_ocsf(entry),
-                                    sort_keys=True) + "\n")
-        return target
+        return write_export(out, fmt, self.entries(), self.checkpoints(), self.verifier_keys)
 
     def evidence(self, incident: str, out: Path,
                  serving_catalog: Mapping[str, Any] | None = None) -> dict[str, Any]:

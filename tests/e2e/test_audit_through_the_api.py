@@ -1,5 +1,6 @@
-"""Every event a client's call causes records the client's address, and the OCSF export
-names it as the source endpoint."""
+"""The audit log as an API client sees it: every event a call causes records the caller's
+address (the OCSF export names it as the source endpoint), and the export comes from the
+server as well as from the database."""
 
 from __future__ import annotations
 
@@ -43,3 +44,34 @@ def test_the_events_of_a_call_carry_the_callers_address(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (out / "events.ocsf.jsonl").read_text().splitlines()]
     [created] = [r for r in records if r["unmapped"]["action"] == "request:created"]
     assert (created["class_uid"], created["src_endpoint"]) == (6003, {"ip": "127.0.0.1"})
+
+
+def test_audit_export_from_the_server_verifies_offline(tmp_path: Path) -> None:
+    """`breakglass audit export --out DIR` as an API client (no database at hand), as the
+    CLI contract has it; a caller without a token gets a refusal and no files."""
+    state = tmp_path / "state"
+    state.mkdir()
+    with run_broker(CATALOG, state, UNUSED_TARGET) as url:
+        cli = Cli(url, tmp_path / "home")
+        assert cli.run("uma", "login", "--dev", "uma").returncode == 0
+        made = cli.run("uma", "request", "embeddings-requeue", "--incident", "SEV-6002",
+                       "--reason", "recovery")
+        assert made.returncode == 0, made.stderr
+        refused = cli.run("nobody", "audit", "export", "--out", str(tmp_path / "refused"))
+        assert refused.returncode != 0
+        assert "identity.token_missing" in refused.stderr
+        assert not (tmp_path / "refused").exists()
+        for fmt in ("jsonl", "ocsf"):
+            done = cli.run("uma", "audit", "export", "--format", fmt,
+                           "--out", str(tmp_path / fmt))
+            assert done.returncode == 0, done.stderr
+        online = cli.run("uma", "audit", "verify").stdout  # the same log, online
+    verified = subprocess.run([str(BIN), "audit", "verify", "--export", str(tmp_path / "jsonl")],
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "verified" in verified.stdout
+    assert "verified" in online
+    ocsf = (tmp_path / "ocsf" / "events.ocsf.jsonl").read_text().splitlines()
+    jsonl = (tmp_path / "jsonl" / "events.jsonl").read_text().splitlines()
+    assert len(ocsf) >= len(jsonl) > 0
+    assert {json.loads(line)["metadata"]["version"] for line in ocsf} == {"1.3.0"}
