@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from breakglass.domain.events import EventTag, serving
+from breakglass.domain.events import SOURCE, EventTag, serving
 from breakglass.service.ports import Clock
 from breakglass.storage.uow import UnitOfWorkFactory
 
@@ -101,7 +101,7 @@ class RefusalRecorder:
             with self._uow() as uow:
                 uow.events.append(ts=now, actor="anonymous", action=EventTag.AUTH_REFUSED,
                                   outcome="denied", rule=rule, reason=reason,
-                                  payload={"source": where})
+                                  payload={SOURCE: where})
         return record
 
     def flush(self, *, force: bool = False) -> int:
