@@ -8,7 +8,8 @@ import json
 import os
 import sqlite3
 import subprocess
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from tests.conftest import CATALOG
@@ -17,19 +18,27 @@ from tests.e2e.conftest import BIN, Cli, run_broker
 UNUSED_TARGET = {"TEST_TARGET_DSN": "postgresql://nobody@127.0.0.1:9/never_contacted"}
 
 
-def test_the_events_of_a_call_carry_the_callers_address(tmp_path: Path) -> None:
+@contextmanager
+def broker_with_a_request(tmp_path: Path, incident: str) -> Iterator[tuple[Cli, Path, str]]:
+    """A dev broker on SQLite where uma logged in and asked for zone-B access (it waits for
+    approvers, so no target is contacted): the CLI, the state directory, the request id."""
     state = tmp_path / "state"
     state.mkdir()
     with run_broker(CATALOG, state, UNUSED_TARGET) as url:
         cli = Cli(url, tmp_path / "home")
         assert cli.run("uma", "login", "--dev", "uma").returncode == 0
-        made = cli.run("uma", "request", "embeddings-requeue", "--incident", "SEV-6001",
-                       "--reason", "recovery", "--json")  # zone B: waits for approvers
+        made = cli.run("uma", "request", "embeddings-requeue", "--incident", incident,
+                       "--reason", "recovery", "--json")
         assert made.returncode == 0, made.stderr
-        request_id = json.loads(made.stdout)["id"]
-        with closing(sqlite3.connect(f"file:{state / 'broker.db'}?mode=ro", uri=True)) as db:
-            rows = db.execute("SELECT action, payload FROM events WHERE request_id = ? OR "
-                              "action LIKE 'identity:%' ORDER BY idx", (request_id,)).fetchall()
+        yield cli, state, json.loads(made.stdout)["id"]
+
+
+def test_the_events_of_a_call_carry_the_callers_address(tmp_path: Path) -> None:
+    with broker_with_a_request(tmp_path, "SEV-6001") as (_, state, request_id):
+        pass  # the broker has stopped: its database is read here
+    with closing(sqlite3.connect(f"file:{state / 'broker.db'}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT action, payload FROM events WHERE request_id = ? OR "
+                          "action LIKE 'identity:%' ORDER BY idx", (request_id,)).fetchall()
     sources = {action: json.loads(payload).get("source") for action, payload in rows}
     assert sources["identity:login:issued"] == "127.0.0.1"
     assert sources["request:created"] == "127.0.0.1"
@@ -49,14 +58,7 @@ def test_the_events_of_a_call_carry_the_callers_address(tmp_path: Path) -> None:
 def test_audit_export_from_the_server_verifies_offline(tmp_path: Path) -> None:
     """`breakglass audit export --out DIR` as an API client (no database at hand), as the
     CLI contract has it; a caller without a token gets a refusal and no files."""
-    state = tmp_path / "state"
-    state.mkdir()
-    with run_broker(CATALOG, state, UNUSED_TARGET) as url:
-        cli = Cli(url, tmp_path / "home")
-        assert cli.run("uma", "login", "--dev", "uma").returncode == 0
-        made = cli.run("uma", "request", "embeddings-requeue", "--incident", "SEV-6002",
-                       "--reason", "recovery")
-        assert made.returncode == 0, made.stderr
+    with broker_with_a_request(tmp_path, "SEV-6002") as (cli, _, _):
         refused = cli.run("nobody", "audit", "export", "--out", str(tmp_path / "refused"))
         assert refused.returncode != 0
         assert "identity.token_missing" in refused.stderr
