@@ -37,7 +37,8 @@ bench: install
 	$(SERVICES) start
 	@set -a; eval "$$($(SERVICES) env)"; set +a; \
 	$(BIN)/python bench/activation.py && $(BIN)/python bench/audit.py && \
-	$(BIN)/python bench/audit_merkle.py && $(BIN)/python bench/revocation.py
+	$(BIN)/python bench/audit_merkle.py && $(BIN)/python bench/revocation.py && \
+	$(BIN)/python bench/refusals.py
 
 services-start:
 	$(SERVICES) start
