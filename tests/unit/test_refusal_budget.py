@@ -183,6 +183,7 @@ def test_a_flood_alerts_once_until_a_quiet_window_ends_it(h, engine, clock):
     flood(rec, clock, 10)  # the same flood, still going: no second alert
     [alert] = [row.payload for row in h.outbox(topic="alert.refusal_flood", sink="hooks")]
     assert alert["severity"] == "medium"
+    assert alert["summary"].startswith("refusal flood: 8 more refusals under identity.bad_")
     assert alert["details"]["action"] == EventTag.AUTH_REFUSALS_COUNTED
     flood(rec, clock, 1)  # within budget: a quiet window
     flood(rec, clock, 10)  # a new flood

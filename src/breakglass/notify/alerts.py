@@ -170,8 +170,10 @@ class AlertRules:
         ctx = context(a.connection, a.event)
         who = f"{ctx['principal']}, {ctx['incident']}" if ctx["principal"] else "no owner"
         subject = ctx["grant_id"] or ctx["request_id"] or a.event.payload.get("target_ref", "")
-        summary = f"{name.replace('_', ' ')}: {subject} ({who}): {a.event.reason or ''}"
-        return _alert(a, name, summary.rstrip(": "), ctx,
+        # a finding about the broker itself (the log, an anchor, a flood) has no subject
+        head = f"{subject} ({who})" if subject else (f"({who})" if ctx["principal"] else "")
+        summary = ": ".join(part for part in (name.replace("_", " "), head, a.event.reason) if part)
+        return _alert(a, name, summary, ctx,
                       {"action": a.event.action, "reason": a.event.reason,
                        **{k: v for k, v in a.event.payload.items() if k != "alert"}})
 
