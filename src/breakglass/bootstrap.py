@@ -79,15 +79,12 @@ class Container:
         self.refusals = RefusalRecorder(lambda: UnitOfWork(self.engine), self.clock,
                                         refusal_budget(self.settings))
 
-    def authenticate(self, token: str, channel: str, source: str | None = None) -> Principal:
-        """The caller behind ``token``; a refusal and a token's first use are audit events.
-
-        ``source`` is the client's address, kept with a refusal.
-        """
+    def authenticate(self, token: str, channel: str) -> Principal:
+        """The caller behind ``token``; a refusal and a token's first use are audit events."""
         try:
             principal = self.authenticator.authenticate(token)
         except Unauthenticated as exc:
-            self.record_auth_refusal(exc, source)
+            self.record_auth_refusal(exc)
             raise
         if self.sessions is not None:
             self.sessions.started(token, principal, channel)
@@ -113,12 +110,12 @@ class Container:
                               payload={"method": "dev"})
         return token, int(DEV_TOKEN_TTL.total_seconds())
 
-    def check_hook_secret(self, presented: str, source: str | None = None) -> None:
+    def check_hook_secret(self, presented: str) -> None:
         self._check_shared_secret(
             presented, os.environ.get("BREAKGLASS_INCIDENT_HOOK_SECRET", ""),
-            Unauthenticated("invalid incident hook secret", rule="identity.hook_secret"), source)
+            Unauthenticated("invalid incident hook secret", rule="identity.hook_secret"))
 
-    def check_metrics_token(self, presented: str, source: str | None = None) -> None:
+    def check_metrics_token(self, presented: str) -> None:
         """``GET /metrics``: the configured scrape token; open without one on ``--dev`` only."""
         expected = self.settings.metrics_token
         if expected is None and self.settings.dev:
@@ -127,18 +124,19 @@ class Container:
             "the metrics scrape token is missing or wrong" if expected else
             "/metrics needs a scrape token: set BREAKGLASS_METRICS_TOKEN (or _FILE) on the "
             "broker and give Prometheus the same value as its bearer token",
-            rule="identity.metrics_token"), source)
+            rule="identity.metrics_token"))
 
     def _check_shared_secret(self, presented: str, expected: str,
-                             refusal: Unauthenticated, source: str | None) -> None:
+                             refusal: Unauthenticated) -> None:
         if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
-            self.record_auth_refusal(refusal, source)
+            self.record_auth_refusal(refusal)
             raise refusal
 
-    def record_auth_refusal(self, exc: Unauthenticated, source: str | None = None) -> None:
-        """Account for the refusal of a caller not authenticated: recorded, or counted
-        once the refusal budget is spent (see :mod:`breakglass.service.refusals`)."""
-        self.refusals.refused(exc.rule, exc.message, source)
+    def record_auth_refusal(self, exc: Unauthenticated) -> None:
+        """Account for the refusal of a caller not authenticated (from the address of the
+        call being served): recorded, or counted once the refusal budget is spent (see
+        :mod:`breakglass.service.refusals`)."""
+        self.refusals.refused(exc.rule, exc.message)
 
     def start_background(self) -> None:
         with self._lock:
@@ -150,7 +148,7 @@ class Container:
                 self.broker.on_activated.append(self.expiry.wake)
                 self.expiry.start()
             if self.checkpoints is None:
-                self.checkpoints = CheckpointLoop(self.audit, before=self._flush_refusals)
+                self.checkpoints = CheckpointLoop(self.audit, before=self.refusals.flush)
                 self.checkpoints.start()
             if self.operations is not None:
                 self.operations.start()
@@ -164,7 +162,7 @@ class Container:
                 self.checkpoints.stop()
                 self.checkpoints = None
             try:
-                self._flush_refusals(force=True)
+                self.refusals.flush(force=True)
             except Exception:  # stopping goes on: the connectors still close
                 log.exception("the count of refusals over budget could not be written")
             if self.operations is not None:
@@ -173,9 +171,6 @@ class Container:
                 connector.close()
 
 
-    def _flush_refusals(self, *, force: bool = False) -> None:
-        """Write the counts of refusals over budget once their window has ended."""
-        self.refusals.flush(force=force)
 
 
 def refusal_budget(settings: Settings) -> RefusalBudget:

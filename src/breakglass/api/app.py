@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import text
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from breakglass import __version__
 from breakglass.api import problems
-from breakglass.api.deps import ContainerDep, CurrentPrincipal, _bearer, client_address
+from breakglass.api.deps import ContainerDep, CurrentPrincipal, _bearer
 from breakglass.api.routes_audit import router as audit_router
 from breakglass.api.routes_extensions import router as extensions_router
 from breakglass.api.routes_ops import router as ops_router
@@ -112,11 +112,11 @@ def close_incident(incident: str, who: CurrentPrincipal, c: ContainerDep) -> dic
 
 @v1.post("/hooks/incidents/{incident}/closed")
 def incident_closed_hook(
-    incident: str, request: Request, c: ContainerDep,
+    incident: str, c: ContainerDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> dict[str, Any]:
     """The same, for incident tools: authenticated by the shared hook secret."""
-    c.check_hook_secret(creds.credentials if creds else "", client_address(request))
+    c.check_hook_secret(creds.credentials if creds else "")
     return {"incident": incident,
             "revoked": c.broker.revoker.close_incident(incident, "incident-hook")}
 

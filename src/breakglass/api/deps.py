@@ -22,35 +22,26 @@ def container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(container)]
 
 
-def client_address(request: Request) -> str | None:
-    """The caller's address (behind a proxy, the one the server was told to trust)."""
-    return request.client.host if request.client is not None else None
-
-
 def current_principal(
-    request: Request,
     c: ContainerDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    source = client_address(request)
     if creds is None or not creds.credentials:
         missing = Unauthenticated("a bearer token is required (breakglass login)",
                                   rule="identity.token_missing")
-        c.record_auth_refusal(missing, source)
+        c.record_auth_refusal(missing)
         raise missing
-    return c.authenticate(creds.credentials, "api", source)
+    return c.authenticate(creds.credentials, "api")
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
 def metrics_scraper(
-    request: Request,
     c: ContainerDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    c.check_metrics_token(creds.credentials if creds is not None else "",
-                          client_address(request))
+    c.check_metrics_token(creds.credentials if creds is not None else "")
 
 
 MetricsScraper = Annotated[None, Depends(metrics_scraper)]

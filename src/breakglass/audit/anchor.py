@@ -266,6 +266,7 @@ class S3ObjectLockAnchor(Anchor):
 
     def checkpoints(self, since: int = 0) -> Iterator[str]:
         # the listing is cheap (a thousand keys a request); reading is two requests a key
+        first = self._key(since)  # names sort by size
         for key in self._keys_after(None):
-            if key >= self._key(since):  # names sort by size
+            if key >= first:
                 yield self._read(key)

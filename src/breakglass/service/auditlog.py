@@ -425,7 +425,7 @@ class CheckpointLoop:
     """Signs a checkpoint at most a second after new entries arrive."""
 
     def __init__(self, audit: AuditLog, interval: float = 1.0,
-                 before: Callable[[], None] | None = None) -> None:
+                 before: Callable[[], object] | None = None) -> None:
         self._audit = audit
         self._interval = interval
         self._before = before  # work whose events belong in the next checkpoint

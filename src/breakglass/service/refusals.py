@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from breakglass.domain.events import SOURCE, EventTag, serving
+from breakglass.domain.events import SOURCE, EventTag, caller_address, serving
 from breakglass.service.ports import Clock
 from breakglass.storage.uow import UnitOfWorkFactory
 
@@ -82,11 +82,12 @@ class RefusalRecorder:
         self._window = _Window(start=clock.now())
         self._flooding = False  # the last window ended with counted refusals
 
-    def refused(self, rule: str, reason: str, source: str | None) -> bool:
-        """Account for one refusal; True if it was recorded as its own event."""
+    def refused(self, rule: str, reason: str, source: str | None = None) -> bool:
+        """Account for one refusal from ``source`` (by default the address of the call being
+        served); True if it was recorded as its own event."""
         now = self._clock.now()
         self.flush()
-        where = source or UNKNOWN_SOURCE
+        where = source or caller_address.get() or UNKNOWN_SOURCE
         b = self.budget
         with self._lock:
             w = self._window

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from breakglass.api.deps import ContainerDep, client_address
+from breakglass.api.deps import ContainerDep
 from breakglass.bootstrap import Container
 from breakglass.domain.durations import parse_duration
 from breakglass.domain.errors import BreakglassError, NotFound, Unauthenticated
@@ -68,9 +68,9 @@ def login(request: Request, _: Csrf, c: ContainerDep, username: Short = "",
             missing = Unauthenticated("paste the access_token that breakglass login saved in "
                                       "~/.config/breakglass/token.json",
                                       rule="identity.token_missing")
-            c.record_auth_refusal(missing, client_address(request))
+            c.record_auth_refusal(missing)
             raise missing
-        c.authenticate(token, "web", client_address(request))
+        c.authenticate(token, "web")
     response = _see("/ui/")
     set_cookie(request, response, SESSION_COOKIE, token, max_age)
     return response

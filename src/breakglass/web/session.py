@@ -16,7 +16,7 @@ from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from breakglass.api.deps import ContainerDep, client_address
+from breakglass.api.deps import ContainerDep
 from breakglass.domain.errors import PolicyRefused
 from breakglass.domain.model import Principal
 
@@ -93,7 +93,7 @@ def web_principal(request: Request, c: ContainerDep) -> Principal:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise LoginRequired
-    return c.authenticate(token, "web", client_address(request))
+    return c.authenticate(token, "web")
 
 
 Csrf = Annotated[None, Depends(check_csrf)]
