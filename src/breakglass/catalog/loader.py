@@ -167,7 +167,11 @@ def _check_role(catalog: Catalog, name: str, role: RoleConfig) -> list[str]:
     cls = connector_class(target.type)
     if cls is not None:
         grant = dict(role.grant)
-        errors.extend(f"roles.{name}.grant: {e}" for e in cls.validate_grant(grant))
+        invalid = cls.validate_grant(grant)
+        errors.extend(f"roles.{name}.grant: {e}" for e in invalid)
+        if not invalid:
+            errors.extend(f"roles.{name}.grant: zone {role.zone}: {e}"
+                          for e in cls.validate_for_zone(grant, role.zone))
         risky = any(grant.get(flag) for flag in ("allow_dangerous", "allow_identity_changes"))
         if risky and role.zone != "C":
             errors.append(

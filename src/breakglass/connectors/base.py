@@ -160,6 +160,18 @@ class Connector(abc.ABC):
         return []
 
     @classmethod
+    def validate_for_zone(cls, grant: Mapping[str, Any], zone: str) -> list[str]:
+        """Check a (schema-valid) ``grant`` block against the ceiling of its role's zone.
+
+        ``zone`` is ``"A"``, ``"B"`` or ``"C"``. Each connector states what its
+        ceilings mean for its target (zone A: read-only; zone B: no server
+        administration; no zone: changing the target's own users, ACLs or config).
+        Called by catalog load, so ``lint`` and ``serve`` refuse what it returns.
+        Default: no ceiling known for this target type."""
+        del grant, zone
+        return []
+
+    @classmethod
     def validate_config(cls, config: Mapping[str, Any]) -> list[str]:
         """Check a target's configuration at catalog load; return error messages."""
         del config
