@@ -89,6 +89,9 @@ class GrantSpec:
     public_key: str | None = None
     account: str | None = None
     """An existing account to override (workload track), instead of a new credential."""
+    zone: str = "A"
+    """The role's blast-radius zone (``A``, ``B`` or ``C``). A connector that checks the
+    credential it minted against the zone's ceiling reads it; unset means the strictest."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,7 @@ class Activator:
                 spec = GrantSpec(grant_id=grant_id, request_id=req.id, principal=req.requester,
                                  role=role.name, incident=req.incident, grant=role.grant,
                                  expires_at=req.expires_at, public_key=req.public_key,
-                                 account=account)
+                                 account=account, zone=role.zone.value)
                 cred = self.revoker.connector(role.target).grant(spec)
                 audits[grant_id] = cred.audit
                 crashpoints.reached("activation.minted")
