@@ -55,8 +55,8 @@ def show_extension(x: dict[str, Any], as_json: bool) -> None:
         render.emit_json(x)
         return
     minutes = x["ttl_seconds"] // 60
-    render.out.print(f"[bold]{x['id']}[/] {x['state']}  +{minutes}m on {x['request_id']}  "
-                     f"requester {x['requester']}")
+    render.out.print(render.styled((x["id"], "bold"), f" {x['state']}  +{minutes}m on "
+                                   f"{x['request_id']}  requester {x['requester']}"))
     approvals = ", ".join(a["approver"] for a in x["approvals"]) or "none"
     render.out.print(f"  approvals {len(x['approvals'])}/{x['approvals_required']}: {approvals}")
     if x["state"] in ("pending", "approved"):

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.text import Text
 
 from breakglass.cli import render
 from breakglass.cli.audit import audit_app
@@ -370,5 +369,5 @@ def main() -> None:
     except errors.BreakglassError as exc:
         code = next((c for cls, c in EXIT_CODES if isinstance(exc, cls)), 1)
         rule = f" [{exc.rule}]" if exc.rule not in ("error", "policy") else ""
-        render.err.print(Text.assemble((f"error{rule}:", "red"), " ", exc.message))
+        render.err.print(render.styled((f"error{rule}:", "red"), " ", exc.message))
         sys.exit(code)

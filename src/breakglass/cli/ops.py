@@ -29,9 +29,10 @@ def _task(text: str) -> dict[str, str]:
 
 def _review_lines(r: dict[str, Any]) -> None:
     out = render.out
-    overdue = " [red]overdue[/]" if r.get("overdue") else ""
-    out.print(f"[bold]{r['id']}[/] {r['state']}{overdue}  request {r['request_id']}  "
-              f"incident {r['incident']}  zone {r['zone']}")
+    overdue: tuple[str | tuple[str, str], ...] = ((" overdue", "red"),) if r.get("overdue") else ()
+    out.print(render.styled((r["id"], "bold"), f" {r['state']}", *overdue,
+                            f"  request {r['request_id']}  incident {r['incident']}  "
+                            f"zone {r['zone']}"))
     out.print(f"  requester {r['requester']}  reviewer {r['reviewer'] or 'unassigned'}  "
               f"opened {r['opened_at'][:19]}Z  due {r['due_at'][:19]}Z")
     if r.get("findings"):
@@ -135,11 +136,11 @@ def review_rollup(incident: str, server: Server = None, as_json: Json = False) -
     if as_json:
         render.emit_json(data)
         return
-    render.out.print(
-        f"[bold]{incident}[/]: {data['reviews']} review(s), {data['closed']} closed, "
+    render.out.print(render.styled(
+        (incident, "bold"), f": {data['reviews']} review(s), {data['closed']} closed, "
         f"{data['open']} awaiting findings, {data['tasks_open']} with open tasks, "
         f"{data['overdue']} overdue; tasks {data['tasks']['closed']}/{data['tasks']['total']} "
-        "closed")
+        "closed"))
     for item in data["items"]:
         _review_lines(item)
 

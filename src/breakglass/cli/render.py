@@ -1,18 +1,55 @@
-"""How the CLI shows things to people (Rich) and to programs (``--json``)."""
+"""How the CLI shows things to people (Rich) and to programs (``--json``).
+
+Everything the broker returns is data, never terminal instructions: the consoles
+here interpret no Rich markup, and every string they render goes through
+:func:`visible`, which shows control, format and line-separator characters
+(ESC, CR/LF, bidi overrides, ...) as escapes. One print is one line of data,
+however the text a requester typed looks. Styling is applied with
+:class:`rich.text.Text` spans around such data, never by markup inside it.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def visible(text: str) -> str:
+    """``text`` with every character that could move the cursor, reorder the line,
+    start an escape sequence or hide itself shown as a Python escape (``\\x1b``)."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in _HIDDEN_CATEGORIES else ch
+        for ch in text
+    )
+
+
+class DataConsole(Console):
+    """A console for data: no markup, no emoji codes, no control characters."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        kwargs.update(markup=False, emoji=False, highlight=False)
+        return super().render_str(visible(text), **kwargs)
+
+
+def styled(*parts: str | tuple[str, str | Style]) -> Text:
+    """A line of data with styles: each plain part, or (part, style), shown by :func:`visible`."""
+    return Text.assemble(*(
+        (visible(p[0]), p[1]) if isinstance(p, tuple) else visible(p) for p in parts))
+
+
+out = DataConsole(highlight=False, soft_wrap=True, markup=False, emoji=False)
+err = DataConsole(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 EXPIRY_WARNING = timedelta(minutes=5)
 
 
@@ -31,7 +68,8 @@ def remaining(expires_at: str | None) -> str:
 
 
 def request_summary(r: dict[str, Any]) -> None:
-    out.print(f"[bold]{r['id']}[/] {r['state']}  zone {r['zone']}  {', '.join(r['roles'])}")
+    out.print(styled((r["id"], "bold"), f" {r['state']}  zone {r['zone']}  "
+                     f"{', '.join(r['roles'])}"))
     out.print(f"  incident {r['incident']}  reason {r['reason']}  requester {r['requester']}")
     approvals = ", ".join(a["approver"] for a in r["approvals"]) or "none"
     out.print(f"  approvals {len(r['approvals'])}/{r['approvals_required']}: {approvals}")
@@ -41,8 +79,8 @@ def request_summary(r: dict[str, Any]) -> None:
         out.print(f"  expires {r['expires_at']} (in {remaining(r['expires_at'])})")
         left = datetime.fromisoformat(r["expires_at"]) - datetime.now(UTC)
         if r["state"] == "active" and left <= EXPIRY_WARNING:
-            out.print(f"  [yellow]expires soon: breakglass extend {r['id']} --ttl 15m "
-                      "--justification ...[/]")
+            out.print(styled((f"  expires soon: breakglass extend {r['id']} --ttl 15m "
+                              "--justification ...", "yellow")))
     for g in r.get("grants", []):
         out.print(f"  grant {g['id']} on {g['target']} ({g['target_ref']}): {g['state']}")
     if r.get("end_reason"):
@@ -69,7 +107,7 @@ def timeline_lines(events: list[dict[str, Any]]) -> None:
         detail = e.get("reason") or ""
         if e.get("rule"):
             detail = f"[{e['rule']}] {detail}"
-        line = Text.assemble(
+        line = styled(
             (f"{e['index']:>6} ", "dim"), f"{e['ts'][:19]}Z ", (f"{e['actor']:<10} ", "bold"),
             (f"{e['action']:<28} ", "red" if e["outcome"] != "ok" else "green"),
             f"{e.get('request_id') or '':<15} ", f"{e.get('grant_id') or '':<18} ", detail,
