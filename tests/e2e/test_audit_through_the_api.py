@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+import httpx
+
 from tests.conftest import CATALOG
 from tests.e2e.conftest import BIN, Cli, run_broker
 
@@ -77,3 +79,28 @@ def test_audit_export_from_the_server_verifies_offline(tmp_path: Path) -> None:
     jsonl = (tmp_path / "jsonl" / "events.jsonl").read_text().splitlines()
     assert len(ocsf) >= len(jsonl) > 0
     assert {json.loads(line)["metadata"]["version"] for line in ocsf} == {"1.3.0"}
+
+
+def test_out_of_range_log_positions_are_input_refusals(tmp_path: Path) -> None:
+    """Positions past the log, past the proof's size or beyond any integer SQL can hold
+    are the caller's mistake: 4xx naming the rule, never a 5xx."""
+    with broker_with_a_request(tmp_path, "SEV-6002") as (cli, _, _):
+        saved = json.loads((tmp_path / "home" / "uma" / "breakglass" / "token.json").read_text())
+        token = saved.get("access_token") or saved.get("token")
+        headers = {"Authorization": f"Bearer {token}"}
+        huge = "9" * 24
+        for path, params in [
+            ("/v1/audit/entries", {"start": huge}),
+            ("/v1/audit/entries", {"start": "0", "end": huge}),
+            ("/v1/audit/entries", {"start": "-1"}),
+            ("/v1/audit/proof/inclusion", {"index": "5", "size": "2"}),
+            ("/v1/audit/proof/inclusion", {"index": "2", "size": "2"}),
+            ("/v1/audit/proof/inclusion", {"index": huge, "size": "1"}),
+            ("/v1/audit/proof/consistency", {"from": "3", "to": "2"}),
+            ("/v1/audit/proof/consistency", {"from": "1", "to": huge}),
+        ]:
+            answer = httpx.get(cli.server + path, params=params, headers=headers, timeout=30)
+            assert 400 <= answer.status_code < 500, (path, params, answer.status_code)
+        fine = httpx.get(cli.server + "/v1/audit/proof/inclusion",
+                         params={"index": "0", "size": "2"}, headers=headers, timeout=30)
+        assert fine.status_code == 200, fine.text

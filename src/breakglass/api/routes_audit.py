@@ -13,6 +13,8 @@ from breakglass.api.deps import ContainerDep, CurrentPrincipal
 
 router = APIRouter(prefix="/v1")
 MAX_PAGE = 1000
+MAX_INDEX = 2**53
+"""Log positions beyond this are refused as input (422) before they reach SQL."""
 
 
 @router.get("/audit/checkpoint", response_class=PlainTextResponse)
@@ -36,20 +38,22 @@ def verifier_key(c: ContainerDep) -> str:
 
 
 @router.get("/audit/proof/inclusion")
-def inclusion(c: ContainerDep, index: Annotated[int, Query(ge=0)],
-              size: Annotated[int, Query(ge=1)]) -> dict[str, Any]:
+def inclusion(c: ContainerDep, index: Annotated[int, Query(ge=0, le=MAX_INDEX)],
+              size: Annotated[int, Query(ge=1, le=MAX_INDEX)]) -> dict[str, Any]:
     return c.audit.inclusion(index, size)
 
 
 @router.get("/audit/proof/consistency")
-def consistency(c: ContainerDep, first: Annotated[int, Query(alias="from", ge=0)],
-                second: Annotated[int, Query(alias="to", ge=1)]) -> dict[str, Any]:
+def consistency(c: ContainerDep,
+                first: Annotated[int, Query(alias="from", ge=0, le=MAX_INDEX)],
+                second: Annotated[int, Query(alias="to", ge=1, le=MAX_INDEX)]) -> dict[str, Any]:
     return c.audit.consistency(first, second)
 
 
 @router.get("/audit/entries")
-def entries(who: CurrentPrincipal, c: ContainerDep, start: Annotated[int, Query(ge=0)] = 0,
-            end: Annotated[int | None, Query(ge=1)] = None) -> list[dict[str, Any]]:
+def entries(who: CurrentPrincipal, c: ContainerDep,
+            start: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0,
+            end: Annotated[int | None, Query(ge=1, le=MAX_INDEX)] = None) -> list[dict[str, Any]]:
     del who
     stop = start + MAX_PAGE if end is None else min(end, start + MAX_PAGE)
     return list(c.audit.entries(start, stop))

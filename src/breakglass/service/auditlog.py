@@ -358,6 +358,8 @@ class AuditLog:
 
     def inclusion(self, index: int, size: int) -> dict[str, Any]:
         self._bounds(size)
+        if not 0 <= index < size:
+            raise InvalidInput(f"index must be below size {size}", rule="audit.index")
         proof = inclusion_proof(index, size, self._leaves, cache=self._cache)
         leaf = self._leaves(index, index + 1)[0]
         return {"index": index, "size": size, "leaf_hash": leaf.hex(),
@@ -365,6 +367,8 @@ class AuditLog:
 
     def consistency(self, first: int, second: int) -> dict[str, Any]:
         self._bounds(second)
+        if not 0 <= first <= second:
+            raise InvalidInput(f"from must be between 0 and to ({second})", rule="audit.size")
         proof = consistency_proof(first, second, self._leaves, cache=self._cache)
         return {"from": first, "to": second, "proof": [h.hex() for h in proof]}
 
