@@ -72,6 +72,8 @@ class Container:
     checkpoints: CheckpointLoop | None = None
     operations: Operations | None = None
     sessions: SessionLog | None = None
+    form_key: bytes = field(default=b"", repr=False)
+    """Key of the web page's CSRF tokens (derived from the secret key)."""
     refusals: RefusalRecorder = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -302,8 +304,9 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool =
     audit = build_audit(settings, engine, loaded.catalog.organization, clock)
     audit.check_against_anchors()
     connectors = build_connectors(loaded)
+    box = _secret_box(settings)
     broker = Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine), connectors=connectors,
-                    clock=clock, secrets_box=_secret_box(settings),
+                    clock=clock, secrets_box=box,
                     instance_id=_instance_id(settings.state_dir),
                     incidents=_incident_directory(loaded))
     identity = loaded.catalog.identity
@@ -320,4 +323,4 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool =
                      dev_issuer=dev_issuer, connectors=connectors,
                      operations=build_operations(loaded, engine, clock),
                      sessions=SessionLog(lambda: UnitOfWork(engine), clock) if serves_api
-                     else None)
+                     else None, form_key=box.derive_key("web form tokens"))

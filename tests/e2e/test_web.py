@@ -103,11 +103,18 @@ def test_reviews_and_metrics_pages(broker_server, browser):
     expect(page.locator("#refused .rule")).to_have_text("incident.not_found")
 
 
+def form_token(page: httpx.Response) -> str:
+    """The CSRF token a page's forms carry."""
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found is not None, page.text[:300]
+    return found.group(1)
+
+
 def test_forms_need_the_csrf_token_and_pages_need_a_session(broker_server):
     with httpx.Client(base_url=broker_server, follow_redirects=False) as http:
         assert http.get("/ui/grants").headers["location"] == "/ui/login"
         login = http.get("/ui/login")
-        csrf = login.cookies["bg_csrf"]
+        csrf = form_token(login)
         assert "HttpOnly" in login.headers["set-cookie"]
         assert "samesite=strict" in login.headers["set-cookie"].lower()
         refused = http.post("/ui/login", data={"username": "uma"})
@@ -127,10 +134,36 @@ def test_forms_need_the_csrf_token_and_pages_need_a_session(broker_server):
         assert "Traceback" not in expired.text
 
 
+def test_a_csrf_pair_planted_from_another_session_is_refused(broker_server):
+    """Double submit alone would accept any matching cookie and field: the token is bound
+    to the session, so an attacker's own valid pair, or the old double-submit pair, fails."""
+    form = {"roles": "embeddings-read", "incident": "SEV-5003", "reason": "recovery"}
+    with httpx.Client(base_url=broker_server, follow_redirects=False) as attacker:
+        token = form_token(attacker.get("/ui/login"))
+        assert attacker.post("/ui/login", data={"username": "wim", "csrf": token}
+                             ).status_code == 303
+        attackers_token = form_token(attacker.get("/ui/"))
+        attackers_browser = attacker.cookies["bg_csrf"]
+    with httpx.Client(base_url=broker_server, follow_redirects=False) as victim:
+        login_token = form_token(victim.get("/ui/login"))
+        assert victim.post("/ui/login", data={"username": "uma", "csrf": login_token}
+                           ).status_code == 303
+        own = form_token(victim.get("/ui/"))
+        assert own != attackers_token
+        for planted in (attackers_token, login_token, victim.cookies["bg_csrf"], "x" * 64):
+            refused = victim.post("/ui/requests", data={**form, "csrf": planted})
+            assert refused.status_code == 403, planted
+            assert "web.csrf" in refused.text
+        victim.cookies.set("bg_csrf", attackers_browser, domain="127.0.0.1", path="/ui")
+        assert victim.post("/ui/requests", data={**form, "csrf": attackers_token}
+                           ).status_code == 403
+        assert victim.post("/ui/requests", data={**form, "csrf": own}).status_code == 303
+
+
 def test_a_pasted_access_token_logs_in(broker_server):
     issued = httpx.post(broker_server + "/v1/dev/token", json={"username": "wim"}).json()
     with httpx.Client(base_url=broker_server, follow_redirects=False) as http:
-        csrf = http.get("/ui/login").cookies["bg_csrf"]
+        csrf = form_token(http.get("/ui/login"))
         bad = http.post("/ui/login", data={"token": "garbage", "csrf": csrf})
         assert bad.status_code == 401
         assert "identity." in bad.text

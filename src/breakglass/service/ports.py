@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -24,6 +26,12 @@ class SecretBox:
 
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
+        self._key = key
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for another purpose (e.g. web form tokens), derived from this one so a
+        fleet sharing ``BREAKGLASS_SECRET_KEY`` shares it, and independent of it."""
+        return hmac.new(self._key, f"breakglass:{purpose}".encode(), hashlib.sha256).digest()
 
     @staticmethod
     def new_key() -> bytes:

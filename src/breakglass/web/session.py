@@ -1,12 +1,16 @@
 """Cookies, CSRF protection and page rendering of the web page.
 
 The page uses the API's bearer tokens, kept in an HttpOnly, SameSite=Strict
-cookie. Every state-changing form carries a CSRF token: a random value in a
-second cookie and in a hidden field, compared in constant time (double submit).
+cookie. Every state-changing form carries a CSRF token bound to the browser's
+session: an HMAC, under a key derived from the broker's secret key, of the
+session cookie (or, before login, of a random pre-session cookie). It is
+recomputed from the request's own cookies and compared in constant time, so a
+cookie and field pair planted from another session never matches.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from datetime import UTC, datetime
@@ -46,18 +50,26 @@ class LoginRequired(Exception):
     """No session cookie: the caller is sent to the login page."""
 
 
-def csrf_token(request: Request) -> str:
-    """The CSRF value of this browser, or a new one (set by :func:`render`)."""
+def _browser_id(request: Request) -> str:
+    """This browser's random pre-session value, or a new one (set by :func:`render`)."""
     found = request.cookies.get(CSRF_COOKIE, "")
     return found if len(found) >= 32 else secrets.token_urlsafe(32)
+
+
+def csrf_token(request: Request, browser_id: str | None = None) -> str:
+    """The CSRF token of this request's session (or, before login, of its browser)."""
+    key: bytes = request.app.state.container.form_key
+    session = request.cookies.get(SESSION_COOKIE)
+    bound = f"session\0{session}" if session else f"browser\0{browser_id or _browser_id(request)}"
+    return hmac.new(key, bound.encode(), hashlib.sha256).hexdigest()
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     """One page, with a fresh CSP nonce for its inline script and the CSRF cookie."""
     nonce = secrets.token_urlsafe(16)
-    csrf = csrf_token(request)
-    html = _env.get_template(template).render(request=request, csrf=csrf, nonce=nonce,
-                                              **context)
+    browser = _browser_id(request)
+    html = _env.get_template(template).render(
+        request=request, csrf=csrf_token(request, browser), nonce=nonce, **context)
     response = HTMLResponse(html, status_code=status)
     response.headers["Content-Security-Policy"] = (
         f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; "
@@ -65,8 +77,8 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "same-origin"
-    if request.cookies.get(CSRF_COOKIE) != csrf:
-        set_cookie(request, response, CSRF_COOKIE, csrf)
+    if request.cookies.get(CSRF_COOKIE) != browser:
+        set_cookie(request, response, CSRF_COOKIE, browser)
     return response
 
 
@@ -81,9 +93,11 @@ def clear_session(response: HTMLResponse | RedirectResponse) -> None:
 
 
 def check_csrf(request: Request, csrf: Annotated[str, Form(max_length=200)] = "") -> None:
-    """Refuse a form whose hidden CSRF field does not match the CSRF cookie."""
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    if not cookie or not csrf or not hmac.compare_digest(cookie.encode(), csrf.encode()):
+    """Refuse a form whose hidden CSRF field is not the token of this request's session."""
+    has_browser_id = len(request.cookies.get(CSRF_COOKIE, "")) >= 32
+    bound = request.cookies.get(SESSION_COOKIE) or has_browser_id
+    expected = csrf_token(request).encode()
+    if not bound or not csrf or not hmac.compare_digest(expected, csrf.encode()):
         raise PolicyRefused("the form is missing its CSRF token or it does not match; "
                             "reload the page and try again", rule="web.csrf")
 
