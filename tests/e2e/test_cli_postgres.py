@@ -69,6 +69,32 @@ def test_creds_env_format_prints_pg_exports(cli):
                      "export PGPASSWORD"]
 
 
+def test_creds_env_format_with_two_grants_keeps_both_usable(cli, tmp_path):
+    """Two roles on one PostgreSQL target: each grant's variables go to its own file, as the
+    README shows, so the second grant's PGPASSWORD does not overwrite the first's."""
+    data = request(cli, "uma", "embeddings-read", "embeddings-requeue", "--incident",
+                   "SEV-2003", "--reason", "recovery", "--runbook", "RB-7")
+    assert data["state"] == "active", data
+    out = cli.run("uma", "creds", data["id"], "--format", "env")
+    assert out.returncode == 0, out.stderr
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.splitlines())
+    assert set(exports) == {"BREAKGLASS_ENV_EMBEDDINGS_READ", "BREAKGLASS_ENV_EMBEDDINGS_REQUEUE"}
+    assert "PGPASSWORD" not in out.stdout
+    users = set()
+    for variable in sorted(exports):
+        script = (f'eval "$(cat {tmp_path / "out.env"})" && . "${variable}" && '
+                  'psql -XAtc "SELECT current_user, count(*) FROM vectors.jobs"')
+        (tmp_path / "out.env").write_text(out.stdout)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        used = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
+                              timeout=30, check=False)
+        assert used.returncode == 0, used.stderr
+        users.add(used.stdout.split("|")[0])
+        path = exports[variable]
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert len(users) == 2
+
+
 def test_zone_c_needs_two_outside_approvers_then_can_write(cli, target_dsn):
     data = request(cli, "uma", "embeddings-repair", "--incident", "SEV-2003", "--reason",
                    "data_integrity")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -189,18 +190,45 @@ def creds(
 
     env: export lines for the target's own tools. SSH certificates (and a generated
     private key) go to files in a new private directory; the exports name those files.
+    With several grants, each grant's export lines go to its own file
+    (``<role>.env``, mode 0600) in a new private directory, so no grant's variables
+    overwrite another's; stdout exports ``BREAKGLASS_ENV_<ROLE>`` naming each file.
     """
     if fmt not in ("env", "json"):
         raise typer.BadParameter("--format must be env or json")
     data = ApiClient(server).call("POST", f"/v1/requests/{request_id}/credentials")
+    found = data["credentials"]
     if fmt == "json":
-        found = data["credentials"]
         render.emit_json(found[0] if len(found) == 1 else found)
-        return
-    for cred in data["credentials"]:
-        pairs = ssh_files(cred) if cred.get("type") == "ssh" else env_lines(cred)
-        for name, value in pairs:
-            sys.stdout.write(f"export {name}={shlex.quote(str(value))}\n")
+    elif len(found) == 1:
+        sys.stdout.write(export_lines(found[0]))
+    else:
+        sys.stdout.write(env_files(found))
+
+
+def export_lines(cred: dict[str, Any]) -> str:
+    pairs = ssh_files(cred) if cred.get("type") == "ssh" else env_lines(cred)
+    return "".join(f"export {name}={shlex.quote(str(value))}\n" for name, value in pairs)
+
+
+def env_files(found: list[dict[str, Any]]) -> str:
+    """One private env file per grant; returns the exports that name them."""
+    folder = Path(tempfile.mkdtemp(prefix="breakglass-creds-",
+                                   dir=os.environ.get("XDG_RUNTIME_DIR") or None))
+    exports: list[str] = []
+    used: set[str] = set()
+    for cred in found:
+        stem = re.sub(r"[^A-Za-z0-9]+", "_", str(cred.get("role") or cred.get("grant"))).strip("_")
+        stem = stem if stem not in used else f"{stem}_{len(used)}"
+        used.add(stem)
+        path = folder / f"{stem.lower()}.env"
+        path.touch(mode=0o600)
+        path.write_text(export_lines(cred))
+        exports.append(f"export BREAKGLASS_ENV_{stem.upper()}={shlex.quote(str(path))}\n")
+    first = exports[0].split("=", 1)[0].removeprefix("export ")
+    sys.stderr.write(f"{len(found)} grants: each one's variables are in its own file in "
+                     f"{folder}; use one in a subshell, e.g.:\n  ( . \"${first}\" && psql )\n")
+    return "".join(exports)
 
 
 def ssh_files(cred: dict[str, Any]) -> list[tuple[str, Any]]:
