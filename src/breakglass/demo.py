@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -79,7 +80,10 @@ def local_postgres(workdir: Path) -> Iterator[str | None]:
                                 "-A", "scram-sha-256", f"--pwfile={pwfile}"]),
                    check=True, capture_output=True)
     pwfile.unlink()
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {workdir}"
+    # csvlog through the logging collector: the statement log the identity-change
+    # detector reads (notify/pglog.py) over SQL, as it would on a real target.
+    options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {workdir} "
+               "-c logging_collector=on -c log_destination=csvlog -c log_directory=log")
     subprocess.run(_as_pg_user([str(bindir / "pg_ctl"), "-D", str(data), "-l",
                                 str(workdir / "pg.log"), "-w", "-o", options, "start"]),
                    check=True, capture_output=True)
@@ -93,11 +97,43 @@ def local_postgres(workdir: Path) -> Iterator[str | None]:
                                     "stop"]), check=False, capture_output=True)
 
 
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP ended the demo: unwind so the cluster and its files go too."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    del frame
+    raise _Stopped(signum)
+
+
+@contextlib.contextmanager
+def _signals_end_the_demo() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the demo as Ctrl-C does, cleaning up on the way out.
+
+    Without this, SIGHUP kills the process at once, and SIGTERM, which uvicorn
+    handles by shutting the server down gracefully, is raised again afterwards with
+    its default action, ending the process before the cluster is stopped and its
+    directory removed. SIGHUP is turned into SIGTERM so the server shuts down the
+    same graceful way; the SIGTERM uvicorn raises again then unwinds through the
+    ``finally`` blocks that stop the cluster and remove the directory."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    signal.signal(signal.SIGHUP, lambda *_: signal.raise_signal(signal.SIGTERM))
+    try:
+        yield
+    except _Stopped:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_demo(port: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="breakglass-demo-"))
     os.chmod(workdir, 0o755)  # noqa: S103 - the postgres account must reach its data dir
     try:
-        _serve_demo(port, workdir)
+        with _signals_end_the_demo():
+            _serve_demo(port, workdir)
     finally:  # once the cluster has stopped: its data directory is in here
         shutil.rmtree(workdir, ignore_errors=True)
 

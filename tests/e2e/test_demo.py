@@ -6,6 +6,7 @@ import json
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,3 +72,41 @@ def test_the_demo_grants_real_access_and_ctrl_c_removes_its_cluster_and_files(
     workdir = found.group(1)
     assert not Path(workdir).exists()
     assert _processes_mentioning(workdir) == []  # the cluster stopped with the demo
+
+
+def _start_demo() -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    server = f"http://127.0.0.1:{port}"
+    demo = subprocess.Popen([str(BIN), "demo", "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(server + "/readyz", timeout=2).status_code == 200:
+                return demo, server
+        except httpx.HTTPError:
+            pass
+        if demo.poll() is not None or time.monotonic() > deadline:
+            demo.kill()
+            pytest.fail(f"the demo did not come up:\n{demo.communicate()[0]}")
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_every_stop_signal_removes_the_cluster_and_its_directory(sig: signal.Signals) -> None:
+    """A terminal closing (SIGHUP), a supervisor stopping it (SIGTERM) or Ctrl-C (SIGINT):
+    no process of the demo survives and no breakglass-demo-* directory remains."""
+    require("BG_TEST_PG_BIN")
+    before = set(Path(tempfile.gettempdir()).glob("breakglass-demo-*"))
+    demo, _ = _start_demo()
+    [started] = set(Path(tempfile.gettempdir()).glob("breakglass-demo-*")) - before
+    logs = list(started.glob("pg/pgdata/log/*.csv"))
+    assert logs, "the demo cluster writes no csvlog for the identity-change detector"
+    demo.send_signal(sig)
+    output = demo.communicate(timeout=60)[0]
+    found = re.search(r"database: SQLite in (\S+)", output)
+    assert found, output
+    workdir = found.group(1)
+    assert not Path(workdir).exists(), output
+    assert _processes_mentioning(workdir) == []
+    assert "Traceback" not in output
