@@ -173,3 +173,27 @@ def test_a_pasted_access_token_logs_in(broker_server):
         assert page.status_code == 200
         assert '<span class="who">wim</span>' in page.text
         assert "nonce-" in page.headers["content-security-policy"]
+
+
+def _web_login(http: httpx.Client, user: str) -> None:
+    token = form_token(http.get("/ui/login"))
+    assert http.post("/ui/login", data={"username": user, "csrf": token}).status_code == 303
+
+
+def test_what_a_requester_typed_reaches_the_approver_as_inert_text(broker_server):
+    """Escape sequences, line breaks, bidi overrides and markup in a justification are
+    shown escaped on the approver's page: they neither style, reorder nor forge rows."""
+    typed = "\x1b[31mURGENT\x1b[0m\r\nfake row\u202egnp.exe [bold]x[/] <b>y</b>"
+    with httpx.Client(base_url=broker_server, follow_redirects=False) as uma:
+        _web_login(uma, "uma")
+        form = {"roles": "embeddings-requeue", "incident": "SEV-5004", "reason": "recovery",
+                "justification": typed, "csrf": form_token(uma.get("/ui/"))}
+        assert uma.post("/ui/requests", data=form).status_code == 303
+    with httpx.Client(base_url=broker_server, follow_redirects=False) as vera:
+        _web_login(vera, "vera")
+        page = vera.get("/ui/approvals").text
+    for hidden in ("\x1b", "\r", "\u202e", "<b>y</b>"):
+        assert hidden not in page
+    shown = ("\\x1b[31mURGENT\\x1b[0m\\r\\nfake row\\u202egnp.exe [bold]x[/] "
+             "&lt;b&gt;y&lt;/b&gt;")
+    assert shown in page

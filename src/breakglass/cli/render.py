@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,17 +20,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-
-
-def visible(text: str) -> str:
-    """``text`` with every character that could move the cursor, reorder the line,
-    start an escape sequence or hide itself shown as a Python escape (``\\x1b``)."""
-    return "".join(
-        ch.encode("unicode_escape").decode("ascii")
-        if unicodedata.category(ch) in _HIDDEN_CATEGORIES else ch
-        for ch in text
-    )
+from breakglass.domain.display import visible
 
 
 class DataConsole(Console):

@@ -19,8 +19,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from breakglass.api.deps import ContainerDep
+from breakglass.domain.display import visible
 from breakglass.domain.errors import PolicyRefused
 from breakglass.domain.model import Principal
 
@@ -28,8 +30,17 @@ SESSION_COOKIE = "bg_session"
 CSRF_COOKIE = "bg_csrf"
 COOKIE_PATH = "/ui"
 
+def _shown(value: Any) -> Any:
+    """Every ``{{ value }}`` of a page: people's text with its hidden characters shown
+    (:func:`breakglass.domain.display.visible`), then HTML-escaped by autoescape.
+    An editable field's own text (``{{ x | e }}``, a form value given back after a
+    refusal) keeps its line breaks: it is escaped HTML already."""
+    return visible(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+
+
 _env = Environment(loader=PackageLoader("breakglass.web", "templates"),
-                   autoescape=select_autoescape(default=True, default_for_string=True))
+                   autoescape=select_autoescape(default=True, default_for_string=True),
+                   finalize=_shown)
 
 
 def _moment(value: datetime | None) -> str:
