@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SERVICES := scripts/services.sh
 
-.PHONY: install run test check unit integration e2e bench services-start services-stop clean
+.PHONY: install run test check unit integration e2e bench fuzz services-start services-stop clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,13 @@ test: install check
 
 unit: install
 	$(BIN)/pytest -q -m unit
+
+# A longer schema-fuzzing budget than make test's (BG_FUZZ_EXAMPLES per operation).
+fuzz: install
+	$(SERVICES) start
+	@set -a; eval "$$($(SERVICES) env)"; set +a; \
+	BG_FUZZ_EXAMPLES=$${BG_FUZZ_EXAMPLES:-300} $(BIN)/pytest -q -p no:cacheprovider \
+		tests/e2e/test_api_fuzz.py
 
 bench: install
 	$(SERVICES) start

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi import Path as FastApiPath
 from fastapi.responses import PlainTextResponse, Response
 
 from breakglass.api.deps import ContainerDep, CurrentPrincipal
@@ -70,7 +72,8 @@ def verify(who: CurrentPrincipal, c: ContainerDep) -> dict[str, Any]:
 
 
 @router.get("/incidents/{incident}/evidence")
-def evidence(incident: str, who: CurrentPrincipal, c: ContainerDep) -> Response:
+def evidence(incident: Annotated[str, FastApiPath(max_length=200)], who: CurrentPrincipal,
+             c: ContainerDep) -> Response:
     """A zip an auditor verifies offline with `breakglass audit verify --evidence`."""
     del who
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,5 +82,7 @@ def evidence(incident: str, who: CurrentPrincipal, c: ContainerDep) -> Response:
             "sha256": c.loaded.policy.version, "file": Path(c.loaded.source).name,
             "organization": c.loaded.catalog.organization})
         data = out.read_bytes()
+    # the header carries only a safe ASCII form of the ID: an incident is the caller's text
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", incident)
     return Response(data, media_type="application/zip", headers={
-        "Content-Disposition": f'attachment; filename="evidence-{incident}.zip"'})
+        "Content-Disposition": f'attachment; filename="evidence-{name}.zip"'})
