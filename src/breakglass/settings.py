@@ -105,31 +105,25 @@ def local_anchor_dir(settings: Settings) -> Path:
 def anchor_placement_refusal(settings: Settings) -> InvalidInput | None:
     """Why the local anchor may not sit where it is configured, or None.
 
-    A checkpoint directory inside the state directory (or the SQLite database's
-    directory) protects nothing against whoever can write there: they cut the
-    log's tail and delete the newer checkpoints together. Allowed only when an
-    S3 Object Lock anchor is configured as well (it keeps what the directory
-    loses) or with ``BREAKGLASS_ANCHOR_IN_STATE_DIR=1`` (a dev or demo setup).
+    A checkpoint directory inside the state directory protects nothing against
+    whoever can write there: they cut the log's tail (the SQLite file is there
+    too) and delete the newer checkpoints together. Allowed only when an S3
+    Object Lock anchor is configured as well (it keeps what the directory loses)
+    or with ``BREAKGLASS_ANCHOR_IN_STATE_DIR=1`` (a dev or demo setup).
     """
     if settings.anchor_in_state_dir or settings.anchor_s3_bucket:
         return None
-    anchor = local_anchor_dir(settings).resolve()
-    homes = [("the broker's state directory (BREAKGLASS_STATE_DIR)", settings.state_dir)]
-    if settings.db_url.startswith("sqlite:///"):
-        database = Path(settings.db_url.removeprefix("sqlite:///"))
-        homes.append(("the SQLite database's directory", database.parent))
-    for what, home in homes:
-        if anchor.is_relative_to(home.resolve()):
-            return InvalidInput(
-                f"refusing to start: the local audit anchor BREAKGLASS_ANCHOR_DIR={anchor} is "
-                f"inside {what} {home}; whoever can write there can cut the log's tail and "
-                "delete the newer checkpoints, and `audit verify` would not notice. Set "
-                "BREAKGLASS_ANCHOR_DIR to a directory outside it that the broker's operator "
-                "cannot delete from (another owner, `chattr +a`, another host's mount), or "
-                "BREAKGLASS_ANCHOR_S3_BUCKET to an S3 Object Lock bucket; for a dev or demo "
-                "setup only, set BREAKGLASS_ANCHOR_IN_STATE_DIR=1",
-                rule="settings.anchor_dir")
-    return None
+    anchor, state = local_anchor_dir(settings).resolve(), settings.state_dir.resolve()
+    if not anchor.is_relative_to(state):
+        return None
+    return InvalidInput(
+        f"refusing to start: the local audit anchor BREAKGLASS_ANCHOR_DIR={anchor} is inside "
+        f"the broker's state directory BREAKGLASS_STATE_DIR={state}; whoever can write there "
+        "can cut the log's tail and delete the newer checkpoints, and `audit verify` would "
+        "not notice. Set BREAKGLASS_ANCHOR_DIR to a directory outside it that the broker's "
+        "operator cannot delete from (another owner, `chattr +a`, another host's mount), or "
+        "BREAKGLASS_ANCHOR_S3_BUCKET to an S3 Object Lock bucket; for a dev or demo setup "
+        "only, set BREAKGLASS_ANCHOR_IN_STATE_DIR=1", rule="settings.anchor_dir")
 
 
 def _count(env: Mapping[str, str], name: str, default: int) -> int:
