@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, delete, func, select, update
 
-from breakglass.audit import LocalDirectoryAnchor, parse_checkpoint, sign_checkpoint
+from breakglass.audit import parse_checkpoint, sign_checkpoint
 from breakglass.audit.checkpoint import load_or_create_signing_key
 from breakglass.bootstrap import bootstrap
 from breakglass.cli.audit import verify_export
