@@ -24,7 +24,7 @@ from breakglass.domain.events import EventTag
 from breakglass.service.auditlog import AuditLog
 from breakglass.service.broker import Broker
 from breakglass.service.ports import SecretBox
-from breakglass.settings import Settings
+from breakglass.settings import Settings, anchor_placement_refusal
 from breakglass.storage import tables as t
 from tests.conftest import CATALOG
 from tests.integration.test_audit_tamper import build, history, rewrite_everything
@@ -220,11 +220,9 @@ def test_an_anchor_inside_the_state_directory_is_refused_at_start(tmp_path, monk
     assert refused.value.rule == "settings.anchor_dir"
     assert "BREAKGLASS_ANCHOR_IN_STATE_DIR" in refused.value.message
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == []  # nothing written
-    allowed = bootstrap(_settings(tmp_path, anchor_dir=settings.anchor_dir,
-                                  anchor_in_state_dir=True))
-    allowed.stop_background()
-    outside = bootstrap(_settings(tmp_path, anchor_dir=tmp_path / "state-anchor"))
-    outside.stop_background()
+    opted_in = _settings(tmp_path, anchor_dir=settings.anchor_dir, anchor_in_state_dir=True)
+    assert anchor_placement_refusal(opted_in) is None
+    assert anchor_placement_refusal(_settings(tmp_path, anchor_dir=tmp_path / "state-x")) is None
 
 
 def test_serve_refuses_the_default_anchor_and_names_the_setting(tmp_path):
