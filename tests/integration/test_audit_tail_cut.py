@@ -19,7 +19,7 @@ from breakglass.audit import parse_checkpoint, sign_checkpoint
 from breakglass.audit.checkpoint import load_or_create_signing_key
 from breakglass.bootstrap import bootstrap
 from breakglass.cli.audit import verify_export
-from breakglass.domain.errors import InvalidInput
+from breakglass.domain.errors import AuditError, InvalidInput
 from breakglass.domain.events import EventTag
 from breakglass.service.auditlog import AuditLog
 from breakglass.service.broker import Broker
@@ -95,6 +95,9 @@ def test_deleting_the_newest_checkpoints_is_reported_by_the_rows_that_announce_t
     assert "deleted or withheld" in problem.detail
     exported = audit.export(tmp_path / "copy").parent
     assert "missing_checkpoint" in {p.kind for p in verify_export(exported, None).problems}
+    restarted = build(engine, tmp_path, loaded, clock)[1]
+    with pytest.raises(AuditError, match=f"announces checkpoint {lost} as anchored"):
+        restarted.check_against_anchors()
 
 
 @pytest.mark.parametrize("where", ["database", "export"])

@@ -180,6 +180,7 @@ class AuditLog:
         """Refuse to run on a database that the anchored history does not extend to."""
         with self._lock:
             newest = self._newest_anchored()
+            self._check_announced(newest[0].size if newest is not None else 0)
             if newest is None:
                 return
             checkpoint, text, signers = newest
@@ -203,6 +204,23 @@ class AuditLog:
             if self._signer not in signers:
                 self._check_not_retired(signers, checkpoint.size)
                 self._retiring = (signers[0], checkpoint.size)
+
+    def _check_announced(self, anchored: int) -> None:
+        """Refuse to run when the log announces a checkpoint larger than the anchors hold."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(t.events.c.idx, t.events.c.payload)
+                               .where(t.events.c.action == ANNOUNCED)
+                               .order_by(t.events.c.idx.desc()).limit(1)).first()
+        if row is None:
+            return
+        size = (row.payload or {}).get("size")
+        if isinstance(size, int) and size > anchored:
+            where = ", ".join(a.location for a in self._anchors)
+            raise AuditError(
+                f"refusing to write: audit event {row.idx} announces checkpoint {size} as "
+                f"anchored, but the newest checkpoint in {where} signs {anchored} events: "
+                "newer checkpoints were deleted from the anchor (or it moved without them: "
+                "copy the old anchor's checkpoint files into it)")
 
     def _rotations(self, conn: Connection) -> dict[str, int]:
         """Each retired verifier key and the index of the row that retired it."""
