@@ -203,7 +203,9 @@ def main() -> None:
     with ExitStack() as stack:
         for bench in chosen:
             stack.enter_context(TARGETS[bench.name]())
-        container = bootstrap(Settings.from_env(CATALOG, db_url=db, dev=True, state_dir=state))
+        container = bootstrap(Settings.from_env(
+            CATALOG, db_url=db, dev=True, state_dir=state,
+            env={**os.environ, "BREAKGLASS_ANCHOR_DIR": f"{state}-anchor"}))
         container.settings = dataclasses.replace(container.settings, run_expiry=False)
         timers = {}
         for bench in chosen:

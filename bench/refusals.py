@@ -77,6 +77,7 @@ def run(requests: int, clients: int, extra: dict[str, str]) -> dict[str, float]:
         state = Path(tmp)
         port = free_port()
         env = {**os.environ, **extra, "BREAKGLASS_STATE_DIR": str(state),
+               "BREAKGLASS_ANCHOR_DIR": f"{state}-anchor",
                "TEST_TARGET_DSN": "postgresql://nobody@127.0.0.1:9/never_contacted"}
         db = state / "broker.db"
         with (state / "server.log").open("w") as log:

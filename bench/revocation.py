@@ -152,7 +152,8 @@ def target_cluster(tables: int) -> Iterator[Target]:
 def broker_process(db_url: str, target: Target) -> Iterator[subprocess.Popen[bytes]]:
     state = Path(tempfile.mkdtemp(prefix="bg-bench-broker-"))
     port = free_port()
-    env = {**os.environ, "FLEET_TARGET_DSN": target.dsn, "BREAKGLASS_STATE_DIR": str(state)}
+    env = {**os.environ, "FLEET_TARGET_DSN": target.dsn, "BREAKGLASS_STATE_DIR": str(state),
+           "BREAKGLASS_ANCHOR_DIR": f"{state}-anchor"}
     try:
         with (state / "broker.log").open("wb") as log, subprocess.Popen(
             [str(BIN), "serve", "--dev", "--catalog", str(target.catalog), "--db", db_url,

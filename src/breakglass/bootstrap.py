@@ -48,7 +48,7 @@ from breakglass.service.incidents import HttpIncidentDirectory
 from breakglass.service.ports import Clock, SecretBox, SystemClock
 from breakglass.service.refusals import RefusalBudget, RefusalRecorder
 from breakglass.service.sessions import SessionLog
-from breakglass.settings import Settings
+from breakglass.settings import Settings, anchor_placement_refusal, local_anchor_dir
 from breakglass.storage.migrate import upgrade
 from breakglass.storage.uow import UnitOfWork, make_engine
 
@@ -173,8 +173,6 @@ class Container:
                 connector.close()
 
 
-
-
 def refusal_budget(settings: Settings) -> RefusalBudget:
     return RefusalBudget(per_source=settings.refusals_per_address,
                          overall=settings.refusals_per_minute)
@@ -232,8 +230,7 @@ def build_audit(settings: Settings, engine: Engine, organization: str,
                 clock: Clock) -> AuditLog:
     """The signing key, the anchors and the audit service over the event table."""
     key = audit_signing_key(settings)
-    anchors: list[Anchor] = [
-        LocalDirectoryAnchor(settings.anchor_dir or settings.state_dir / "checkpoints")]
+    anchors: list[Anchor] = [LocalDirectoryAnchor(local_anchor_dir(settings))]
     if settings.anchor_s3_bucket:
         import boto3  # noqa: PLC0415 - heavy, and only S3 anchoring needs it
 
@@ -294,6 +291,8 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool =
               serves_api: bool = True) -> Container:
     """Wire everything. ``serves_api=False`` (``breakglass worker``) verifies no tokens."""
     clock = clock or SystemClock()
+    if (refusal := anchor_placement_refusal(settings)) is not None:
+        raise refusal
     crashpoints.arm(settings.crash_at)
     loaded = load_catalog(settings.catalog)
     if settings.db_url.startswith("sqlite:///"):

@@ -151,6 +151,10 @@ def _serve_demo(port: int, workdir: Path) -> None:
   target:   {target}
   identity: dev issuer for the catalog's directory (alice, bob: platform on-call; carol,
             dave: approvers in other teams; erin: no MFA)
+  audit:    checkpoints anchored in {workdir / 'checkpoints'}, inside the demo's own state
+            directory (BREAKGLASS_ANCHOR_IN_STATE_DIR, allowed for the demo only: whoever
+            can write there can cut the log's tail unnoticed; a real broker anchors outside
+            it, or in S3 Object Lock)
 
 Try, in another terminal:
   export BREAKGLASS_SERVER={server}
@@ -166,4 +170,5 @@ Zone C needs two approvers outside alice's team:
 Press Ctrl-C to stop; the private PostgreSQL cluster is removed with it.
 """)
         run_server(CATALOG, db_url=f"sqlite:///{workdir / 'breakglass.db'}", host="127.0.0.1",
-                   port=port, dev=True, state_dir=workdir)
+                   port=port, dev=True, state_dir=workdir,
+                   anchor_in_state_dir=True)  # a throwaway directory, removed on exit

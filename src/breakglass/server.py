@@ -21,8 +21,10 @@ def run_server(
     port: int,
     dev: bool,
     state_dir: Path | None = None,
+    anchor_in_state_dir: bool | None = None,
 ) -> None:
-    settings = Settings.from_env(catalog, db_url=db_url, dev=dev, state_dir=state_dir)
+    settings = Settings.from_env(catalog, db_url=db_url, dev=dev, state_dir=state_dir,
+                                 anchor_in_state_dir=anchor_in_state_dir)
     container = bootstrap(settings)
     app = create_app(container)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

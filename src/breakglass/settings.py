@@ -31,6 +31,7 @@ class Settings:
     audit_key_file: Path | None = None
     audit_previous_keys: str | None = None
     anchor_dir: Path | None = None
+    anchor_in_state_dir: bool = False
     anchor_s3_bucket: str | None = None
     anchor_s3_prefix: str = "breakglass"
     anchor_s3_endpoint: str | None = None
@@ -48,6 +49,7 @@ class Settings:
         dev: bool = False,
         env: Mapping[str, str] | None = None,
         state_dir: Path | None = None,
+        anchor_in_state_dir: bool | None = None,
     ) -> Settings:
         env = os.environ if env is None else env
         state = state_dir or Path(env.get("BREAKGLASS_STATE_DIR") or default_state_dir(env))
@@ -72,6 +74,8 @@ class Settings:
             audit_key_file=Path(env.get("BREAKGLASS_AUDIT_KEY_FILE") or state / "audit.key"),
             audit_previous_keys=_text_or_file(env, "BREAKGLASS_AUDIT_PREVIOUS_KEYS"),
             anchor_dir=Path(env.get("BREAKGLASS_ANCHOR_DIR") or state / "checkpoints"),
+            anchor_in_state_dir=(_flag(env, "BREAKGLASS_ANCHOR_IN_STATE_DIR")
+                                 if anchor_in_state_dir is None else anchor_in_state_dir),
             anchor_s3_bucket=env.get("BREAKGLASS_ANCHOR_S3_BUCKET") or None,
             anchor_s3_prefix=env.get("BREAKGLASS_ANCHOR_S3_PREFIX", "breakglass"),
             anchor_s3_endpoint=env.get("BREAKGLASS_ANCHOR_S3_ENDPOINT") or None,
@@ -80,6 +84,46 @@ class Settings:
             refusals_per_address=_count(env, "BREAKGLASS_ANON_REFUSALS_PER_ADDRESS", 60),
             refusals_per_minute=_count(env, "BREAKGLASS_ANON_REFUSALS_PER_MINUTE", 600),
         )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A yes/no setting: ``1``/``true``/``yes`` or ``0``/``false``/``no`` (unset: no)."""
+    text = env.get(name, "").strip().lower()
+    if text in ("", "0", "false", "no"):
+        return False
+    if text in ("1", "true", "yes"):
+        return True
+    raise InvalidInput(f"{name} must be 1, true or yes (or 0, false, no), not {text!r}",
+                       rule="settings.flag")
+
+
+def local_anchor_dir(settings: Settings) -> Path:
+    """Where the local (file) anchor keeps its checkpoints."""
+    return settings.anchor_dir or settings.state_dir / "checkpoints"
+
+
+def anchor_placement_refusal(settings: Settings) -> InvalidInput | None:
+    """Why the local anchor may not sit where it is configured, or None.
+
+    A checkpoint directory inside the state directory protects nothing against
+    whoever can write there: they cut the log's tail (the SQLite file is there
+    too) and delete the newer checkpoints together. Allowed only when an S3
+    Object Lock anchor is configured as well (it keeps what the directory loses)
+    or with ``BREAKGLASS_ANCHOR_IN_STATE_DIR=1`` (a dev or demo setup).
+    """
+    if settings.anchor_in_state_dir or settings.anchor_s3_bucket:
+        return None
+    anchor, state = local_anchor_dir(settings).resolve(), settings.state_dir.resolve()
+    if not anchor.is_relative_to(state):
+        return None
+    return InvalidInput(
+        f"refusing to start: the local audit anchor BREAKGLASS_ANCHOR_DIR={anchor} is inside "
+        f"the broker's state directory BREAKGLASS_STATE_DIR={state}; whoever can write there "
+        "can cut the log's tail and delete the newer checkpoints, and `audit verify` would "
+        "not notice. Set BREAKGLASS_ANCHOR_DIR to a directory outside it that the broker's "
+        "operator cannot delete from (another owner, `chattr +a`, another host's mount), or "
+        "BREAKGLASS_ANCHOR_S3_BUCKET to an S3 Object Lock bucket; for a dev or demo setup "
+        "only, set BREAKGLASS_ANCHOR_IN_STATE_DIR=1", rule="settings.anchor_dir")
 
 
 def _count(env: Mapping[str, str], name: str, default: int) -> int:

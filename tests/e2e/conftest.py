@@ -81,7 +81,8 @@ def broker_server(tmp_path_factory: pytest.TempPathFactory, target_dsn: str) -> 
 def run_broker(catalog: Path, state: Path, extra_env: dict[str, str]) -> Iterator[str]:
     """``breakglass serve --dev`` on a free port with a SQLite store in ``state``."""
     port = free_port()
-    env = {**os.environ, **extra_env, "BREAKGLASS_STATE_DIR": str(state)}
+    env = {**os.environ, **extra_env, "BREAKGLASS_STATE_DIR": str(state),
+           "BREAKGLASS_ANCHOR_DIR": f"{state}-anchor"}
     log = (state / "server.log").open("w")
     proc = subprocess.Popen(
         [str(BIN), "serve", "--catalog", str(catalog), "--dev", "--port", str(port),

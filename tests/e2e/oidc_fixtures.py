@@ -106,6 +106,7 @@ def running_broker(catalog: Path, state: Path, env: Mapping[str, str]) -> Iterat
         **os.environ,
         **env,
         "BREAKGLASS_STATE_DIR": str(state),
+        "BREAKGLASS_ANCHOR_DIR": f"{state}-anchor",
         "BREAKGLASS_SECRET_KEY": Fernet.generate_key().decode("ascii"),
     }
     with log_path.open("w") as log:

@@ -45,7 +45,8 @@ def test_a_rotated_key_keeps_the_whole_log_verifiable(tmp_path: Path, target_dsn
     refused = subprocess.run(
         [str(BIN), "serve", "--catalog", str(CATALOG), "--dev", "--port", str(free_port()),
          "--db", f"sqlite:///{state / 'broker.db'}"],
-        env={**os.environ, **env, "BREAKGLASS_STATE_DIR": str(state)},
+        env={**os.environ, **env, "BREAKGLASS_STATE_DIR": str(state),
+             "BREAKGLASS_ANCHOR_DIR": f"{state}-anchor"},
         capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode != 0
     assert "BREAKGLASS_AUDIT_PREVIOUS_KEYS" in refused.stdout + refused.stderr
@@ -68,7 +69,8 @@ def test_a_rotated_key_keeps_the_whole_log_verifiable(tmp_path: Path, target_dsn
         exported = subprocess.run(
             [str(BIN), "audit", "export", "--out", str(out), "--catalog", str(CATALOG),
              "--db", f"sqlite:///{state / 'broker.db'}"],
-            env={**os.environ, **env, **extra, "BREAKGLASS_STATE_DIR": str(state)},
+            env={**os.environ, **env, **extra, "BREAKGLASS_STATE_DIR": str(state),
+                 "BREAKGLASS_ANCHOR_DIR": f"{state}-anchor"},
             capture_output=True, text=True, timeout=60, check=False)
         assert exported.returncode == 0, exported.stderr
         return exported.stdout, subprocess.run(

@@ -49,7 +49,8 @@ def test_the_events_of_a_call_carry_the_callers_address(tmp_path: Path) -> None:
     exported = subprocess.run(
         [str(BIN), "audit", "export", "--format", "ocsf", "--out", str(out), "--catalog",
          str(CATALOG), "--db", f"sqlite:///{state / 'broker.db'}"],
-        env={**os.environ, **UNUSED_TARGET, "BREAKGLASS_STATE_DIR": str(state)},
+        env={**os.environ, **UNUSED_TARGET, "BREAKGLASS_STATE_DIR": str(state),
+             "BREAKGLASS_ANCHOR_DIR": f"{state}-anchor"},
         capture_output=True, text=True, timeout=60, check=False)
     assert exported.returncode == 0, exported.stderr
     records = [json.loads(line) for line in (out / "events.ocsf.jsonl").read_text().splitlines()]

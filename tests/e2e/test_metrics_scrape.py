@@ -55,6 +55,7 @@ def test_without_a_configured_token_a_production_broker_keeps_metrics_closed(
 @pytest.mark.parametrize("token", ["short", "has a space in it, long enough though"])
 def test_a_weak_scrape_token_stops_the_broker_at_start(tmp_path: Path, token: str) -> None:
     env = {**os.environ, "BREAKGLASS_METRICS_TOKEN": token, "BREAKGLASS_STATE_DIR": str(tmp_path),
+           "BREAKGLASS_ANCHOR_DIR": f"{tmp_path}-anchor",
            "BG_TEST_OIDC_ISSUER": require("BG_TEST_OIDC_ISSUER")}
     result = subprocess.run([str(BIN), "serve", "--catalog", str(CATALOG), "--dev",
                              "--db", f"sqlite:///{tmp_path / 'b.db'}", "--port", "1"],

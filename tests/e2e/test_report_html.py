@@ -41,7 +41,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     engine.dispose()
     catalog = work / "catalog.yaml"
     catalog.write_text(catalog_text(logs))
-    env = {**os.environ, **ENV, "BREAKGLASS_STATE_DIR": str(work / "state")}
+    env = {**os.environ, **ENV, "BREAKGLASS_STATE_DIR": str(work / "state"),
+           "BREAKGLASS_ANCHOR_DIR": str(work / "anchor")}
     with running_broker(catalog, db, env, work / "server.log") as (url, _):
         yield url, work
 

@@ -77,7 +77,8 @@ def cli(tmp_path_factory: pytest.TempPathFactory, target: tuple[str, str],
     state = tmp_path_factory.mktemp("broker")
     port = free_port()
     env = {**os.environ, "TEST_TARGET_DSN": dsn, "TEST_SERVICE_ACCOUNT": account,
-           "TEST_INCIDENT_URL": incidents.url, "BREAKGLASS_STATE_DIR": str(state)}
+           "TEST_INCIDENT_URL": incidents.url, "BREAKGLASS_STATE_DIR": str(state),
+           "BREAKGLASS_ANCHOR_DIR": f"{state}-anchor"}
     log = (state / "server.log").open("w")
     proc = subprocess.Popen(
         [str(BIN), "serve", "--catalog", str(CATALOG), "--dev", "--port", str(port),

@@ -59,7 +59,8 @@ def broker_process(kind: str, state: Path, db_url: str, env: Mapping[str, str],
         port = free_port()
         argv += ["--dev", "--port", str(port)]
         url = f"http://127.0.0.1:{port}"
-    full_env = {**os.environ, **env, "BREAKGLASS_STATE_DIR": str(state)}
+    full_env = {**os.environ, **env, "BREAKGLASS_STATE_DIR": str(state),
+                "BREAKGLASS_ANCHOR_DIR": f"{state}-anchor"}
     with (state / "broker.log").open("wb") as log, subprocess.Popen(
         argv, env=full_env, stdout=log, stderr=subprocess.STDOUT
     ) as proc:

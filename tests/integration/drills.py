@@ -25,8 +25,9 @@ def reconciled_broker(catalog: str, db: str, state: Path, horizon: timedelta) ->
     reconciliation itself is never interrupted. ``None`` means: stop now.
     """
     crash_at = os.environ.pop("BREAKGLASS_CRASH_AT", None)
-    container = bootstrap(Settings.from_env(catalog, db_url=db, dev=True, state_dir=state),
-                          migrate=False)
+    env = {**os.environ, "BREAKGLASS_ANCHOR_DIR": f"{state}-anchor"}
+    container = bootstrap(Settings.from_env(catalog, db_url=db, dev=True, state_dir=state,
+                                            env=env), migrate=False)
     broker = container.broker
     broker.recover(timedelta(0))  # this process is the only broker: nothing is in flight
     while broker.expire_due():

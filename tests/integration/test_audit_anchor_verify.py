@@ -26,8 +26,10 @@ from breakglass.audit import (
     parse_checkpoint,
     sign_checkpoint,
 )
+from breakglass.audit.canonical import event_leaf_hash
 from breakglass.audit.checkpoint import load_or_create_signing_key
 from breakglass.cli.audit import verify_export
+from breakglass.domain.events import EventTag
 from breakglass.service.auditlog import AuditLog
 from tests.integration.test_audit_key_rotation import history as one_checkpoint
 from tests.integration.test_audit_tamper import rewrite_everything
@@ -58,13 +60,23 @@ def forge(engine: Engine, tmp_path: Path, loaded, clock) -> Path:
 
 
 def resign_every_size(forged: Path, sizes: set[int], origin: str, tmp_path: Path) -> None:
-    """The thorough forger: a checkpoint of the forged log for every size the anchor holds."""
+    """The thorough forger: a checkpoint of the forged log for every size the anchor holds,
+    and the log's announcements of those checkpoints rewritten to the forged roots."""
     state, key = TreeState(), load_or_create_signing_key(tmp_path / "audit.key")
+    roots: dict[int, str] = {}
+    lines = []
     for line in (forged / "events.jsonl").read_text().splitlines():
-        state.append(bytes.fromhex(json.loads(line)["leaf_hash"]))
+        row = json.loads(line)
+        if row["action"] == EventTag.CHECKPOINT_PUBLISHED:
+            row["payload"]["root"] = roots[row["payload"]["size"]]
+            row["leaf_hash"] = event_leaf_hash(row).hex()
+        lines.append(json.dumps(row, sort_keys=True) + "\n")
+        state.append(bytes.fromhex(row["leaf_hash"]))
+        roots[state.size] = state.root().hex()
         if state.size in sizes:
             (forged / "checkpoints" / f"{state.size:020d}.txt").write_text(
                 sign_checkpoint(origin, state.size, state.root(), key, origin))
+    (forged / "events.jsonl").write_text("".join(lines))
 
 
 @pytest.mark.parametrize("every_size", [False, True], ids=["newest", "every anchored size"])
@@ -128,7 +140,8 @@ def test_the_cli_reads_the_s3_object_lock_anchor(engine, tmp_path, loaded, clock
 
     ok = verify(honest, f"s3://{bucket}/prod")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "checked against 2 checkpoint(s) read from the anchor" in ok.stdout
+    # two rounds, each a checkpoint and the one that signs its announcement
+    assert "checked against 4 checkpoint(s) read from the anchor" in ok.stdout
     newest = audit.head()[0]
     window = verify(honest, f"s3://{bucket}/prod", "--anchor-since", str(newest))
     assert window.returncode == 0, window.stdout + window.stderr

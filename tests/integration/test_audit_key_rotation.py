@@ -102,7 +102,8 @@ def test_the_rotation_is_recorded_once_then_signed_by_the_new_key(rotated, engin
     assert payload == {"retired": old.verifier_keys.strip(),
                        "signing": new.verifier_keys.splitlines()[0],
                        "anchored_size": anchored, "alert": True}
-    newest = LocalDirectoryAnchor(tmp_path / "anchors").latest()
+    # the first checkpoint after the rotation (the newest one signs its announcement too)
+    newest = next(LocalDirectoryAnchor(tmp_path / "anchors").checkpoints(anchored + 1), None)
     assert newest is not None
     assert int(newest.splitlines()[1]) == anchored + 1
     Verifiers.parse(new.verifier_keys.splitlines()[0]).signers(newest)  # the new key signed it

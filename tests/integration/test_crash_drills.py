@@ -118,7 +118,7 @@ def test_kill_9_at_every_step_leaves_no_orphan(targets, pg_engine, tmp_path):
     db_url = pg_engine.url.render_as_string(hide_password=False)
     check_engine = make_engine(db_url)
     env = {**os.environ, "CHAOS_PG_DSN": dsn, "CHAOS_REDIS_URL": redis_url,
-           "BREAKGLASS_STATE_DIR": str(tmp_path)}
+           "BREAKGLASS_STATE_DIR": str(tmp_path), "BREAKGLASS_ANCHOR_DIR": f"{tmp_path}-anchor"}
     rng = random.Random(20261123)
     killed = dict.fromkeys(POINTS, 0)
     for run in range(RUNS + 1):

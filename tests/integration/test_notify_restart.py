@@ -51,7 +51,8 @@ def setup(tmp_path: Path, receiver: WebhookReceiver, target_dsn: str) -> dict[st
                                     slack_url=receiver.url + "/slack"))
     return {"catalog": catalog, "state": tmp_path / "state", "db": tmp_path / "broker.db",
             "env": {**os.environ, **ENV, "TEST_TARGET_DSN": target_dsn,
-                    "BREAKGLASS_STATE_DIR": str(tmp_path / "state")}}
+                    "BREAKGLASS_STATE_DIR": str(tmp_path / "state"),
+                    "BREAKGLASS_ANCHOR_DIR": str(tmp_path / "anchor")}}
 
 
 @contextmanager

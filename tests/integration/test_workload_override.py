@@ -275,7 +275,8 @@ def served(tmp_path, monkeypatch, target_db, account) -> Iterator[tuple[str, Con
     monkeypatch.setenv("TEST_SERVICE_ACCOUNT", account)
     monkeypatch.delenv("TEST_INCIDENT_URL", raising=False)
     container = bootstrap(Settings(catalog=CATALOG, db_url=f"sqlite:///{tmp_path / 'b.db'}",
-                                   dev=True, state_dir=tmp_path))
+                                   dev=True, state_dir=tmp_path,
+                                   anchor_dir=Path(f"{tmp_path}-anchor")))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])

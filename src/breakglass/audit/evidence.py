@@ -261,13 +261,15 @@ def _manifest_problems(archive: zipfile.ZipFile, files: Mapping[str, str]) -> li
 
 
 def verify_evidence_zip(path: str | os.PathLike[str], trusted_vkey: str | None,
-                        anchored: Sequence[str] | None = None) -> VerifyReport:
+                        anchored: Sequence[str] | None = None,
+                        witnesses: Sequence[tuple[str, str]] = ()) -> VerifyReport:
     """Check an evidence zip: manifest, log, checkpoints and every inclusion proof.
 
     Without ``trusted_vkey`` the bundle's own key.pub is used, which proves
     only that the bundle is self-consistent; the report's notes say so.
     ``anchored`` are checkpoints read from the write-once anchor itself: the
-    bundle's log must agree with every one of them it is large enough for.
+    bundle's log must agree with every one of them it is large enough for, and
+    extend each of the ``witnesses`` (name, checkpoint text).
     """
 
     def fail(*problems: Problem) -> VerifyReport:  # before any row was read
@@ -305,7 +307,8 @@ def verify_evidence_zip(path: str | os.PathLike[str], trusted_vkey: str | None,
         except (KeyError, ValueError, AuditError) as exc:
             return fail(Problem(None, "evidence", f"unreadable bundle: {exc}"))
         with archive.open("events.jsonl") as raw:
-            report = verify_log(read_jsonl(raw), checkpoints, keys, origin)
+            report = verify_log(read_jsonl(raw), checkpoints, keys, origin,
+                                witnesses=witnesses)
         report.notes.extend(notes)
         if trusted_vkey is None:
             report.notes.append("checked with the bundle's own key.pub, not a trusted key")

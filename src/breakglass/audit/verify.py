@@ -19,16 +19,26 @@ row before those that only bound a range:
 * a log shorter than a signed checkpoint: ``truncated`` at its first missing index;
 * a checkpoint larger than the log was when its key was retired (an
   ``audit:key:rotated`` row names the retired key): ``retired_key`` at that row,
-  so a leaked old key cannot vouch for history written after the rotation.
+  so a leaked old key cannot vouch for history written after the rotation;
+* a log that announces (or a witness that signs) a checkpoint larger than the
+  newest one given: ``missing_checkpoint``; a log that does not extend a witness:
+  ``witness`` or ``truncated`` naming it (see :mod:`.announcements`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from breakglass.audit.announcements import (
+    ANNOUNCED,
+    Announcements,
+    newest_signed,
+    read_witnesses,
+)
 from breakglass.audit.canonical import (
     LEAF_HASH_FIELD,
     PREV_HASH_FIELD,
@@ -75,9 +85,11 @@ class VerifyReport:
     checkpoints_verified: int = 0
     problems_omitted: int = 0
     notes: list[str] = field(default_factory=list)
+    newest_checkpoint: str | None = None  # the text of the one that signs anchored_size
 
 
-_RANGE_KINDS = frozenset({"checkpoint", "truncated", "unanchored"})
+_RANGE_KINDS = frozenset({"checkpoint", "truncated", "unanchored", "missing_checkpoint",
+                          "announcement", "witness"})
 
 
 def _precision(problem: Problem) -> tuple[int, int]:
@@ -91,6 +103,7 @@ class _Problems:
     def __init__(self) -> None:
         self.items: list[Problem] = []
         self.omitted = 0
+        self.newest_given = 0  # the largest checkpoint given, trusted or not
 
     def add(self, index: int | None, kind: str, detail: str) -> None:
         if len(self.items) < MAX_PROBLEMS:
@@ -117,22 +130,51 @@ class _Problems:
 _ROTATED = str(EventTag.AUDIT_KEY_ROTATED)
 
 
+@dataclass(frozen=True)
+class _Head:
+    checkpoint: Checkpoint
+    signers: tuple[Verifier, ...]
+    text: str
+    witness: str | None = None  # the name of the witness it came from, if it did
+
+
 def _signed_heads(
     texts: Iterable[str], keys: Verifiers, origin: str, problems: _Problems
-) -> list[tuple[Checkpoint, tuple[Verifier, ...]]]:
-    by_size: dict[int, tuple[Checkpoint, tuple[Verifier, ...]]] = {}
+) -> dict[int, _Head]:
+    by_size: dict[int, _Head] = {}
     for number, text in enumerate(texts, start=1):
         try:
             head, signers = verify_checkpoint(text, keys, origin)
         except AuditError as exc:
             problems.add(None, "checkpoint_invalid", f"checkpoint #{number}: {exc}")
+            with contextlib.suppress(AuditError):  # it is given, if not trusted
+                problems.newest_given = max(problems.newest_given, parse_checkpoint(text).size)
             continue
-        seen, _ = by_size.setdefault(head.size, (head, signers))
-        if seen.root != head.root:
+        problems.newest_given = max(problems.newest_given, head.size)
+        seen = by_size.setdefault(head.size, _Head(head, signers, text))
+        if seen.checkpoint.root != head.root:
             problems.add(
                 None, "checkpoint_fork", f"two signed checkpoints of size {head.size} differ"
             )
-    return [by_size[size] for size in sorted(by_size)]
+    return by_size
+
+
+def _add_witnesses(by_size: dict[int, _Head], witnesses: Iterable[tuple[str, str]],
+                   keys: Verifiers, origin: str, problems: _Problems) -> list[_Head]:
+    """Add each valid witness to the heads the log must match; the witnesses added."""
+    found: list[_Head] = []
+    for witness in read_witnesses(witnesses, keys, origin, problems.add):
+        head, name = witness.checkpoint, witness.name
+        given = by_size.get(head.size)
+        if given is not None and given.checkpoint.root != head.root:
+            problems.add(None, "witness", f"the witness {name} signs root {head.root.hex()} "
+                         f"for {head.size} entries, the checkpoint given for that size signs "
+                         f"{given.checkpoint.root.hex()}: the log was rewritten and re-signed")
+            continue
+        added = _Head(head, witness.signers, witness.text, name)
+        by_size.setdefault(head.size, added)
+        found.append(added)
+    return found
 
 
 def _row_leaf(row: Mapping[str, Any], index: int, problems: _Problems) -> bytes | None:
@@ -157,6 +199,8 @@ def verify_log(
     origin: str,
     *,
     require_checkpoint: bool = True,
+    witnesses: Iterable[tuple[str, str]] = (),
+    later_checkpoints: Callable[[], Iterable[str]] | None = None,
 ) -> VerifyReport:
     """Verify an exported log against the signed checkpoints, in one streaming pass.
 
@@ -165,9 +209,19 @@ def verify_log(
     ``require_checkpoint`` a non-empty log that no valid checkpoint covers
     fails: without a signed root a wholesale rewrite cannot be told apart. A checkpoint
     may be signed by any of ``keys`` (the current key and those it replaced).
+
+    ``witnesses`` (name, checkpoint text) are checkpoints kept outside the broker: the
+    log must extend each one, and the checkpoints given must reach it. Announcements
+    in the log must not name a checkpoint beyond the newest given; ``later_checkpoints``
+    (read after the rows, from a live log) count for that too.
     """
     problems = _Problems()
-    heads = _signed_heads(checkpoints, keys, origin, problems)
+    by_size = _signed_heads(checkpoints, keys, origin, problems)
+    newest_given = problems.newest_given
+    kept = _add_witnesses(by_size, witnesses, keys, origin, problems)
+    heads = [by_size[size] for size in sorted(by_size)]
+    announced = Announcements(problems.add, roots={
+        size: head.checkpoint.root.hex() for size, head in by_size.items() if not head.witness})
     tree = TreeState()
     state = _Anchoring(heads, problems)
     state.reached(tree)
@@ -191,11 +245,16 @@ def verify_log(
         prev = leaf
         if row.get("action") == _ROTATED:
             state.retire(row, index)
+        elif row.get("action") == ANNOUNCED:
+            announced.saw(row, index)
         tree.append(leaf)
         expected = index + 1
         if tree.size == state.next_size:
             state.reached(tree)
     state.finish(tree)
+    if later_checkpoints is not None:
+        newest_given = max(newest_given, newest_signed(later_checkpoints(), keys, origin))
+    announced.finish(newest_given, [(w.checkpoint, w.witness or "") for w in kept])
     if require_checkpoint and tree.size and not heads:
         problems.add(0, "unanchored", "no valid signed checkpoint covers this log")
     return VerifyReport(
@@ -206,6 +265,7 @@ def verify_log(
         anchored_size=state.good_size,
         checkpoints_verified=state.verified,
         problems_omitted=problems.omitted,
+        newest_checkpoint=state.good_text,
     )
 
 
@@ -260,15 +320,15 @@ def verify_proofs(
 class _Anchoring:
     """Walks the signed heads in size order as the tree grows."""
 
-    def __init__(self, heads: list[tuple[Checkpoint, tuple[Verifier, ...]]],
-                 problems: _Problems) -> None:
+    def __init__(self, heads: list[_Head], problems: _Problems) -> None:
         self._heads = heads
         self._next = 0
         self._problems = problems
         self._retired: dict[str, int] = {}  # vkey -> index of the row that retired it
         self.good_size = 0
+        self.good_text: str | None = None
         self.verified = 0
-        self.next_size = heads[0][0].size if heads else -1
+        self.next_size = heads[0].checkpoint.size if heads else -1
 
     def retire(self, row: Mapping[str, Any], index: int) -> None:
         """An ``audit:key:rotated`` row: its retired key signs no tree larger than ``index``."""
@@ -281,7 +341,8 @@ class _Anchoring:
         """Compare the tree with the head of its size, if there is one."""
         if self.next_size != tree.size:
             return
-        head, signers = self._heads[self._next]
+        found = self._heads[self._next]
+        head, signers = found.checkpoint, found.signers
         root = tree.root() if tree.size else EMPTY_ROOT
         # it stands if one of its signers was not retired before the tree reached its size
         retired_at = max(self._retired.get(s.text(), head.size) for s in signers)
@@ -294,8 +355,16 @@ class _Anchoring:
                 f"{retired_at}: a retired key signs nothing after its rotation",
             )
         elif root == head.root:
-            self.good_size = head.size
+            self.good_size, self.good_text = head.size, found.text
             self.verified += 1
+        elif found.witness:
+            self._problems.add(
+                self.good_size,
+                "witness",
+                f"the witness {found.witness} signs root {head.root.hex()} for the first "
+                f"{head.size} entries, the log gives {root.hex()}: it does not extend the "
+                f"witness; a row from index {self.good_size} on was rewritten",
+            )
         else:
             self._problems.add(
                 self.good_size,
@@ -305,13 +374,17 @@ class _Anchoring:
                 "on was altered",
             )
         self._next += 1
-        self.next_size = self._heads[self._next][0].size if self._next < len(self._heads) else -1
+        self.next_size = (self._heads[self._next].checkpoint.size
+                          if self._next < len(self._heads) else -1)
 
     def finish(self, tree: TreeState) -> None:
         if self._next < len(self._heads):
-            newest = self._heads[-1][0].size
+            newest = self._heads[-1].checkpoint.size
+            witnesses = [h for h in self._heads[self._next:] if h.witness]
+            by = (f"the witness {witnesses[-1].witness} signs {witnesses[-1].checkpoint.size}"
+                  if witnesses else f"a checkpoint signs {newest}")
             self._problems.add(
                 tree.size,
                 "truncated",
-                f"the log ends after {tree.size} rows but a checkpoint signs {newest}",
+                f"the log ends after {tree.size} rows but {by}",
             )

@@ -14,6 +14,7 @@ import typer
 from breakglass.audit import (
     Anchor,
     LocalDirectoryAnchor,
+    Problem,
     S3ObjectLockAnchor,
     Verifiers,
     VerifyReport,
@@ -22,6 +23,7 @@ from breakglass.audit import (
     verify_evidence_zip,
     verify_log,
 )
+from breakglass.audit.checkpoint import parse_checkpoint
 from breakglass.audit.export import FORMATS, write_export
 from breakglass.cli import render
 from breakglass.cli.client import ApiClient
@@ -34,6 +36,35 @@ def _vkey(key: str | None) -> str | None:
         return None
     path = Path(key)
     return path.read_text().strip() if path.exists() else key.strip()
+
+
+def _witnesses(paths: list[Path] | None) -> list[tuple[str, str]]:
+    """``(name, checkpoint text)`` of each ``--witness`` file."""
+    found = []
+    for path in paths or []:
+        try:
+            found.append((str(path), path.read_text()))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise typer.BadParameter(f"{path}: {exc}", param_hint="--witness") from exc
+    return found
+
+
+def _require_since(report: VerifyReport, anchored: list[str], since: int) -> None:
+    """``--anchor-since N`` says the anchor held a checkpoint of N entries: it must still."""
+    newest = max((parse_checkpoint(text).size for text in anchored), default=0)
+    if since and newest < since:
+        report.problems.insert(0, Problem(newest, "missing_checkpoint", (
+            f"--anchor-since {since}: the anchor holds no checkpoint of at least {since} "
+            f"entries (its newest signs {newest}): checkpoints were deleted from it")))
+        report.ok = False
+
+
+def _save_witness(report: VerifyReport, path: Path | None) -> None:
+    if path is None or not report.ok or report.newest_checkpoint is None:
+        return
+    path.write_text(report.newest_checkpoint)
+    report.notes.append(f"saved the checkpoint of {report.anchored_size} entries to {path}: "
+                        "keep it out of the broker's reach and pass it as --witness next time")
 
 
 def _report(report: VerifyReport, as_json: bool) -> None:
@@ -74,7 +105,13 @@ def verify(
         help="S3 endpoint URL for s3:// anchors (default: AWS).")] = None,
     anchor_since: Annotated[int, typer.Option(
         "--anchor-since", min=0, help="Read only the anchored checkpoints of at least this many "
-        "events, e.g. the size you verified last time.")] = 0,
+        "events, e.g. the size you verified last time; fails if the anchor holds none.")] = 0,
+    witness: Annotated[list[Path] | None, typer.Option(
+        "--witness", help="A checkpoint kept from before (--save-witness, or GET "
+        "/v1/audit/checkpoint): the log must extend it (repeatable).")] = None,
+    save_witness: Annotated[Path | None, typer.Option(
+        "--save-witness", help="When verified, write the newest checkpoint here, for "
+        "--witness next time.")] = None,
 ) -> None:
     """Re-derive the log's root and check every signed checkpoint.
 
@@ -82,17 +119,28 @@ def verify(
     (--evidence), an export directory (--export), or the broker's own database
     (--catalog, --db). With --anchor the checkpoints come from the write-once
     store as well, not only from the server or the copy: whoever holds the
-    database and the key cannot hide an anchored checkpoint there."""
+    database and the key cannot hide an anchored checkpoint there. A --witness
+    (kept by the auditor from last time) must be extended by the log, and the
+    log's own announcements of checkpoints must be matched by the ones given:
+    a cut tail with its newer checkpoints deleted fails."""
     anchored = _anchored(anchor, s3_endpoint, anchor_since) if anchor else None
+    witnesses = _witnesses(witness)
+    report = _verify(evidence, export, catalog, db, server, _vkey(key), anchored, witnesses)
+    if anchored is not None:
+        _require_since(report, anchored, anchor_since)
+    _save_witness(report, save_witness)
+    _report(report, as_json)
+
+
+def _verify(evidence: Path | None, export: Path | None, catalog: Path | None, db: str | None,
+            server: str | None, vkey: str | None, anchored: list[str] | None,
+            witnesses: list[tuple[str, str]]) -> VerifyReport:
     if evidence is not None:
-        _report(verify_evidence_zip(evidence, _vkey(key), anchored), as_json)
-        return
+        return verify_evidence_zip(evidence, vkey, anchored, witnesses)
     if export is not None:
-        _report(verify_export(export, _vkey(key), anchored), as_json)
-        return
+        return verify_export(export, vkey, anchored, witnesses)
     if catalog is None:
-        _report(verify_online(ApiClient(server), _vkey(key), anchored), as_json)
-        return
+        return verify_online(ApiClient(server), vkey, anchored, witnesses)
     from breakglass.bootstrap import build_audit
     from breakglass.catalog.loader import load_catalog
     from breakglass.service.ports import SystemClock
@@ -103,7 +151,7 @@ def verify(
     loaded = load_catalog(catalog, require_env=False)
     engine = make_engine(settings.db_url)
     audit = build_audit(settings, engine, loaded.catalog.organization, SystemClock())
-    _report(audit.verify(anchored), as_json)
+    return audit.verify(anchored, witnesses)
 
 
 def _anchored(urls: list[str], s3_endpoint: str | None, since: int = 0) -> list[str]:
@@ -127,8 +175,8 @@ def _anchored(urls: list[str], s3_endpoint: str | None, since: int = 0) -> list[
     return [text for found in anchors for text in found.checkpoints(since)]
 
 
-def verify_online(client: ApiClient, vkey: str | None,
-                  anchored: list[str] | None = None) -> VerifyReport:
+def verify_online(client: ApiClient, vkey: str | None, anchored: list[str] | None = None,
+                  witnesses: list[tuple[str, str]] | None = None) -> VerifyReport:
     """Fetch every entry and checkpoint from the server, then verify here.
 
     ``anchored`` (read before the entries, so the live log is at least as large) must
@@ -141,7 +189,9 @@ def verify_online(client: ApiClient, vkey: str | None,
         kept, anchor_notes = anchored_within(anchored, None)
         checkpoints = [*kept, *checkpoints]  # the anchor wins a fork
         notes += anchor_notes
-    report = verify_log(_entries(client), checkpoints, keys, keys.keys[0].name)
+    report = verify_log(_entries(client), checkpoints, keys, keys.keys[0].name,
+                        witnesses=witnesses or (),
+                        later_checkpoints=lambda: client.call("GET", "/v1/audit/checkpoints"))
     report.notes.extend(notes)
     return report
 
@@ -167,8 +217,8 @@ def _entries(client: ApiClient) -> Iterator[dict[str, Any]]:
             yield from page
 
 
-def verify_export(directory: Path, vkey: str | None,
-                  anchored: list[str] | None = None) -> VerifyReport:
+def verify_export(directory: Path, vkey: str | None, anchored: list[str] | None = None,
+                  witnesses: list[tuple[str, str]] | None = None) -> VerifyReport:
     keys = Verifiers.parse(vkey or (directory / "key.pub").read_text())
     checkpoints = [p.read_text() for p in sorted((directory / "checkpoints").glob("*.txt"))]
     notes = [] if vkey else ["checked with the export's own key.pub, not trusted keys: pass "
@@ -180,7 +230,8 @@ def verify_export(directory: Path, vkey: str | None,
         checkpoints = [*kept, *checkpoints]  # the anchor wins a fork
         notes += anchor_notes
     with (directory / "events.jsonl").open("rb") as fh:
-        report = verify_log(read_jsonl(fh), checkpoints, keys, keys.keys[0].name)
+        report = verify_log(read_jsonl(fh), checkpoints, keys, keys.keys[0].name,
+                            witnesses=witnesses or ())
     report.notes.extend(notes)
     return report
 
@@ -230,7 +281,8 @@ def export(
         entries = _entries(client)
         first = next(entries, None)  # a refusal (no token, say) comes before any file is written
         path = write_export(out, fmt, itertools.chain([first] if first else [], entries),
-                            checkpoints, keys)
+                            checkpoints, keys,
+                            later=lambda: client.call("GET", "/v1/audit/checkpoints"))
         render.out.print(f"exported to {path}")
         return
     from breakglass.bootstrap import build_audit

@@ -73,6 +73,7 @@ class EventTag(StrEnum):
     REVIEW_TASK_CLOSED = "review:task:closed"
     AUDIT_KEY_ROTATED = "audit:key:rotated"
     AUDIT_TAMPERED = "audit:log:tampered"
+    CHECKPOINT_PUBLISHED = "audit:checkpoint:published"
     ANCHOR_FAILED = "audit:anchor:failed"
     ANCHOR_RECOVERED = "audit:anchor:recovered"
 

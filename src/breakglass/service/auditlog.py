@@ -13,6 +13,13 @@ checkpoints signed by either are trusted; before its first checkpoint the
 broker records ``audit:key:rotated`` (retired and new verifier keys, an alert),
 after which verifiers refuse any checkpoint by the retired key that covers
 more than the log held when it was retired.
+
+Once an anchor holds a new checkpoint, the broker announces it in the log
+itself (``audit:checkpoint:published``: size, root, anchors), so a verifier
+given an anchor whose newer checkpoints were deleted notices from the rows
+(see :mod:`breakglass.audit.announcements`). The announcement is signed at
+once by a second checkpoint, which is not announced (it covers nothing but
+the announcement), so the log ends on a checkpoint and a quiet log stays quiet.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from breakglass.audit import (
     verify_checkpoint,
     verify_log,
 )
+from breakglass.audit.announcements import ANNOUNCED, announcement_payload
 from breakglass.audit.export import write_export
 from breakglass.audit.merkle import TreeState
 from breakglass.domain.errors import AuditError, InvalidInput, NotFound
@@ -82,6 +90,7 @@ class AuditLog:
         self._published: dict[str, int] = {}  # anchor location -> largest size it took
         self._failing: dict[str, str] = {}  # anchor location -> why it refused
         self._refusing = False  # a refusal to sign is recorded; each one would add an event
+        self._announced = 0  # the size of the last checkpoint announced in the log
         self._anchors = list(anchors)
         self._clock = clock
         self._lock = threading.Lock()
@@ -171,6 +180,7 @@ class AuditLog:
         """Refuse to run on a database that the anchored history does not extend to."""
         with self._lock:
             newest = self._newest_anchored()
+            self._check_announced(newest[0].size if newest is not None else 0)
             if newest is None:
                 return
             checkpoint, text, signers = newest
@@ -194,6 +204,23 @@ class AuditLog:
             if self._signer not in signers:
                 self._check_not_retired(signers, checkpoint.size)
                 self._retiring = (signers[0], checkpoint.size)
+
+    def _check_announced(self, anchored: int) -> None:
+        """Refuse to run when the log announces a checkpoint larger than the anchors hold."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(t.events.c.idx, t.events.c.payload)
+                               .where(t.events.c.action == ANNOUNCED)
+                               .order_by(t.events.c.idx.desc()).limit(1)).first()
+        if row is None:
+            return
+        size = (row.payload or {}).get("size")
+        if isinstance(size, int) and size > anchored:
+            where = ", ".join(a.location for a in self._anchors)
+            raise AuditError(
+                f"refusing to write: audit event {row.idx} announces checkpoint {size} as "
+                f"anchored, but the newest checkpoint in {where} signs {anchored} events: "
+                "newer checkpoints were deleted from the anchor (or it moved without them: "
+                "copy the old anchor's checkpoint files into it)")
 
     def _rotations(self, conn: Connection) -> dict[str, int]:
         """Each retired verifier key and the index of the row that retired it."""
@@ -244,14 +271,18 @@ class AuditLog:
             if self._retiring is not None:  # first, so the new key's first checkpoint covers it
                 self._record_rotation(*self._retiring)
                 self._retiring = None
-            try:
-                self._sign()
-            except AuditError as exc:
-                self._report_tampering(str(exc))
-                raise
-            self._refusing = False
-            if self._last is not None and self._last_text is not None:
+            for _ in range(2):  # the second round signs the announcement of the first
+                try:
+                    self._sign()
+                except AuditError as exc:
+                    self._report_tampering(str(exc))
+                    raise
+                self._refusing = False
+                if self._last is None or self._last_text is None:
+                    break
                 self._publish(self._last_text, self._last.size)
+                if not self._announce(self._last):
+                    break
             return self._last_text
 
     def checkpoint_after_change(self) -> None:
@@ -297,6 +328,26 @@ class AuditLog:
                 log.warning("anchor recovered", anchor=anchor.location, size=size)
                 self._record(EventTag.ANCHOR_RECOVERED, "ok", "the anchor took the checkpoint",
                              {"anchor": anchor.location, "size": size})
+
+    def _announce(self, checkpoint: Checkpoint) -> bool:
+        """Write ``audit:checkpoint:published`` for a checkpoint an anchor took, once, unless
+        its newest row is itself an announcement (then the checkpoint only signs that one).
+        Whether one was written."""
+        if checkpoint.size <= self._announced:
+            return False
+        anchors = [where for where, size in self._published.items() if size >= checkpoint.size]
+        if not anchors:
+            return False  # announced once an anchor has it
+        with self._engine.connect() as conn:
+            last = conn.execute(select(t.events.c.action)
+                                .where(t.events.c.idx == checkpoint.size - 1)).scalar()
+        self._announced = checkpoint.size
+        if last == ANNOUNCED:
+            return False
+        self._record(EventTag.CHECKPOINT_PUBLISHED, "ok",
+                     f"checkpoint {checkpoint.size} signed and anchored",
+                     announcement_payload(checkpoint, anchors))
+        return True
 
     @staticmethod
     def _holds(anchor: Anchor, size: int) -> bool:
@@ -395,20 +446,24 @@ class AuditLog:
 
     # -- verification, export, evidence ----------------------------------------------
 
-    def verify(self, anchored: Sequence[str] | None = None) -> VerifyReport:
-        """Verify the stored log against every anchored checkpoint, and ``anchored`` (read
-        from other anchors by the caller) as well."""
+    def verify(self, anchored: Sequence[str] | None = None,
+               witnesses: Sequence[tuple[str, str]] = ()) -> VerifyReport:
+        """Verify the stored log against every anchored checkpoint, ``anchored`` (read from
+        other anchors by the caller) and the ``witnesses`` (name, checkpoint text)."""
         notes: list[str] = []
         extra: list[str] = []
         if anchored is not None:
             extra, notes = anchored_within(anchored, None)
+        # checkpoints read again after the rows: announcements among them are not beyond
         report = verify_log(self.entries(), [*extra, *self.checkpoints()], self.verifiers,
-                            self.origin)
+                            self.origin, witnesses=witnesses,
+                            later_checkpoints=self.checkpoints)
         report.notes.extend(notes)
         return report
 
     def export(self, out: Path, fmt: str = "jsonl") -> Path:
-        return write_export(out, fmt, self.entries(), self.checkpoints(), self.verifier_keys)
+        return write_export(out, fmt, self.entries(), self.checkpoints(), self.verifier_keys,
+                            later=self.checkpoints)
 
     def evidence(self, incident: str, out: Path,
                  serving_catalog: Mapping[str, Any] | None = None) -> dict[str, Any]:
