@@ -91,6 +91,9 @@ _ADD_GRANT = insert(t.grants)
 _GRANTS_OF = (select(t.grants).where(t.grants.c.request_id == bindparam("request_id"))
               .order_by(t.grants.c.id))
 _UPDATE_GRANT = update(t.grants).where(t.grants.c.id == bindparam("match_id"))
+_TAKE_SECRET = (delete(t.credentials).where(t.credentials.c.grant_id == bindparam("match_id"))
+                .returning(t.credentials.c.ciphertext))
+_IN_FORCE = (GrantState.ACTIVE.value, GrantState.REVOCATION_PENDING.value)
 
 
 class RequestRepository:
@@ -156,7 +159,8 @@ class RequestRepository:
         return [self.get(r.id) for r in self._conn.execute(query).all()]
 
     def claim_due(
-        self, now: datetime, owner: str, lease: timedelta, limit: int = 100
+        self, now: datetime, owner: str, lease: timedelta, limit: int = 100,
+        *, previous_runs: str | None = None,
     ) -> list[str]:
         """Claim access that has run out (or whose revocation is due for a retry).
 
@@ -165,6 +169,9 @@ class RequestRepository:
         broker take over when the owner dies mid-claim."""
         r = t.requests.c
         free = or_(r.lease_until.is_(None), r.lease_until <= now, r.lease_owner == owner)
+        if previous_runs is not None:  # holders of this broker before it restarted
+            free = or_(free, and_(r.lease_owner.startswith(owner + "/", autoescape=True),
+                                  ~r.lease_owner.startswith(previous_runs, autoescape=True)))
         due = or_(
             and_(r.state == RequestState.ACTIVE.value, r.expires_at <= now),
             and_(
@@ -184,22 +191,34 @@ class RequestRepository:
             )
         return ids
 
-    def take_lease(self, request_id: str, owner: str, now: datetime, lease: timedelta) -> bool:
-        """Hold the revocation work of one (row-locked) request, unless another broker does."""
+    def take_lease(self, request_id: str, holder: str, now: datetime, lease: timedelta,
+                   *, reclaimable: Callable[[str], bool] = lambda _owner: False) -> bool:
+        """Hold the revocation work of one (row-locked) request, unless another holder does.
+
+        ``holder`` names one caller, not one broker: two callers in one process (an explicit
+        revoke and the expiry loop) exclude each other like two brokers do. A lease that
+        ran out, or one ``reclaimable`` says is the caller's own (a claim of its broker, a
+        holder of a previous run of it), is taken over."""
         row = self._conn.execute(
             select(t.requests.c.lease_owner, t.requests.c.lease_until).where(
                 t.requests.c.id == request_id
             )
         ).one()
         until = t.UTCDateTime().process_result_value(row.lease_until, self._conn.dialect)
-        if row.lease_owner not in (None, owner) and until is not None and until > now:
+        free = row.lease_owner is None or until is None or until <= now
+        if not free and row.lease_owner != holder and not reclaimable(row.lease_owner):
             return False
         self._conn.execute(
             update(t.requests)
             .where(t.requests.c.id == request_id)
-            .values(lease_owner=owner, lease_until=now + lease)
+            .values(lease_owner=holder, lease_until=now + lease)
         )
         return True
+
+    def holds_lease(self, request_id: str, holder: str) -> bool:
+        owner = self._conn.execute(
+            select(t.requests.c.lease_owner).where(t.requests.c.id == request_id)).scalar()
+        return owner == holder
 
     def release(self, request_id: str) -> None:
         """Give the work back after it succeeded."""
@@ -329,6 +348,23 @@ class GrantRepository:
         self._conn.execute(_UPDATE_GRANT, {"match_id": grant_id, "state": state.value,
                                            "revoked_at": at, "last_error": error})
 
+    def end(self, grant_id: str, state: GrantState, at: datetime) -> bool:
+        """Record a grant's revocation; False when another caller already recorded it."""
+        g = t.grants.c
+        result = self._conn.execute(
+            update(t.grants).where(g.id == grant_id, g.state.in_(_IN_FORCE))
+            .values(state=state.value, revoked_at=at, last_error=None))
+        return result.rowcount == 1
+
+    def revocation_failed(self, grant_id: str, error: str) -> bool:
+        """Note a failed attempt on a grant still in force; False when it ended meanwhile."""
+        g = t.grants.c
+        result = self._conn.execute(
+            update(t.grants).where(g.id == grant_id, g.state.in_(_IN_FORCE))
+            .values(state=GrantState.REVOCATION_PENDING.value, revoked_at=None,
+                    last_error=error))
+        return result.rowcount == 1
+
     def set_error(self, grant_id: str, error: str) -> None:
         self._conn.execute(
             update(t.grants).where(t.grants.c.id == grant_id).values(last_error=error)
@@ -367,14 +403,13 @@ class GrantRepository:
         self._conn.execute(insert(t.credentials).values(grant_id=grant_id, ciphertext=ciphertext))
 
     def take_secret(self, grant_id: str) -> bytes | None:
-        """Return the stored secret and delete it: a credential is shown once."""
-        value = self._conn.execute(
-            select(t.credentials.c.ciphertext).where(t.credentials.c.grant_id == grant_id)
-        ).scalar()
-        if value is None:
-            return None
-        self._conn.execute(delete(t.credentials).where(t.credentials.c.grant_id == grant_id))
-        return bytes(value)
+        """Return the stored secret and delete it: a credential is shown once.
+
+        One statement (``DELETE ... RETURNING``): of any number of concurrent callers,
+        on any number of brokers, only the one whose delete removed the row gets it; the
+        others wait for its commit and find nothing (or get it if that one rolled back)."""
+        value = self._conn.execute(_TAKE_SECRET, {"match_id": grant_id}).scalar()
+        return None if value is None else bytes(value)
 
     def drop_secret(self, grant_id: str) -> None:
         self._conn.execute(delete(t.credentials).where(t.credentials.c.grant_id == grant_id))
