@@ -38,7 +38,7 @@ from breakglass.service.extensions import Extender
 from breakglass.service.incidents import IncidentDirectory, IncidentGate
 from breakglass.service.ports import Clock, SecretBox
 from breakglass.service.recording import record
-from breakglass.service.revocation import Revoker
+from breakglass.service.revocation import Revoker, ended_by_another
 from breakglass.storage.events import Event, iter_events
 from breakglass.storage.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -51,12 +51,6 @@ class RequestView:
     audit_index: int | None = None
     note: str = ""
     """Said to the caller when its command found the work already done by another."""
-
-
-def _ended_by_other(req: AccessRequest) -> str:
-    if req.state is RequestState.REVOKING:
-        return f"request {req.id} is being ended ({req.end_reason}); nothing more to do"
-    return f"request {req.id} had already ended ({req.state}: {req.end_reason}); nothing to do"
 
 
 def new_request_id() -> str:
@@ -305,7 +299,7 @@ class Broker:
                             by + (f": {reason}" if reason else ""))
         view = self.view(req.id)
         if view.request.end_reason != by + (f": {reason}" if reason else ""):
-            view.note = _ended_by_other(view.request)
+            view.note = ended_by_another(view.request)
         return view
 
     def credentials(self, principal: Principal, request_id: str) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from breakglass.connectors import Connector
 from breakglass.domain.errors import Conflict, TargetError
 from breakglass.domain.events import EventTag
-from breakglass.domain.model import Grant, GrantState, Policy, RequestState
+from breakglass.domain.model import AccessRequest, Grant, GrantState, Policy, RequestState
 from breakglass.service import crashpoints
 from breakglass.service.ports import Clock
 from breakglass.service.recording import record
@@ -241,6 +241,13 @@ class Revoker:
             self.end_access(request_id, RequestState.REVOKED, actor,
                             f"incident {incident} closed by {actor}")
         return ids
+
+
+def ended_by_another(req: AccessRequest) -> str:
+    """What a caller is told when the access it wanted to end was ended by someone else."""
+    if req.state is RequestState.REVOKING:
+        return f"request {req.id} is being ended ({req.end_reason}); nothing more to do"
+    return f"request {req.id} had already ended ({req.state}: {req.end_reason}); nothing to do"
 
 
 def _lag_ms(grant: Grant, now: datetime) -> int:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from breakglass.domain.errors import Conflict, NotFound
@@ -20,6 +19,7 @@ from breakglass.domain.model import (
     Zone,
 )
 from breakglass.storage import tables as t
+from breakglass.storage.leases import RequestLeases
 
 
 def _request_from_row(row: Any, approvals: list[Approval]) -> AccessRequest:
@@ -96,7 +96,7 @@ _TAKE_SECRET = (delete(t.credentials).where(t.credentials.c.grant_id == bindpara
 _IN_FORCE = (GrantState.ACTIVE.value, GrantState.REVOCATION_PENDING.value)
 
 
-class RequestRepository:
+class RequestRepository(RequestLeases):
     def __init__(self, conn: Connection, *, locking: bool) -> None:
         self._conn = conn
         self._locking = locking
@@ -157,96 +157,6 @@ class RequestRepository:
         if requester:
             query = query.where(t.requests.c.requester == requester)
         return [self.get(r.id) for r in self._conn.execute(query).all()]
-
-    def claim_due(
-        self, now: datetime, owner: str, lease: timedelta, limit: int = 100,
-        *, previous_runs: str | None = None,
-    ) -> list[str]:
-        """Claim access that has run out (or whose revocation is due for a retry).
-
-        On PostgreSQL the rows are picked with ``FOR UPDATE SKIP LOCKED`` so that
-        brokers sharing a database claim disjoint batches; the lease lets another
-        broker take over when the owner dies mid-claim."""
-        r = t.requests.c
-        free = or_(r.lease_until.is_(None), r.lease_until <= now, r.lease_owner == owner)
-        if previous_runs is not None:  # holders of this broker before it restarted
-            free = or_(free, and_(r.lease_owner.startswith(owner + "/", autoescape=True),
-                                  ~r.lease_owner.startswith(previous_runs, autoescape=True)))
-        due = or_(
-            and_(r.state == RequestState.ACTIVE.value, r.expires_at <= now),
-            and_(
-                r.state == RequestState.REVOKING.value,
-                or_(r.next_attempt_at.is_(None), r.next_attempt_at <= now),
-            ),
-        )
-        query = select(r.id).where(due, free).order_by(r.expires_at).limit(limit)
-        if self._locking:
-            query = query.with_for_update(skip_locked=True)
-        ids = [row.id for row in self._conn.execute(query)]
-        if ids:
-            self._conn.execute(
-                update(t.requests)
-                .where(r.id.in_(ids))
-                .values(lease_owner=owner, lease_until=now + lease)
-            )
-        return ids
-
-    def take_lease(self, request_id: str, holder: str, now: datetime, lease: timedelta,
-                   *, reclaimable: Callable[[str], bool] = lambda _owner: False) -> bool:
-        """Hold the revocation work of one (row-locked) request, unless another holder does.
-
-        ``holder`` names one caller, not one broker: two callers in one process (an explicit
-        revoke and the expiry loop) exclude each other like two brokers do. A lease that
-        ran out, or one ``reclaimable`` says is the caller's own (a claim of its broker, a
-        holder of a previous run of it), is taken over."""
-        row = self._conn.execute(
-            select(t.requests.c.lease_owner, t.requests.c.lease_until).where(
-                t.requests.c.id == request_id
-            )
-        ).one()
-        until = t.UTCDateTime().process_result_value(row.lease_until, self._conn.dialect)
-        free = row.lease_owner is None or until is None or until <= now
-        if not free and row.lease_owner != holder and not reclaimable(row.lease_owner):
-            return False
-        self._conn.execute(
-            update(t.requests)
-            .where(t.requests.c.id == request_id)
-            .values(lease_owner=holder, lease_until=now + lease)
-        )
-        return True
-
-    def holds_lease(self, request_id: str, holder: str) -> bool:
-        owner = self._conn.execute(
-            select(t.requests.c.lease_owner).where(t.requests.c.id == request_id)).scalar()
-        return owner == holder
-
-    def release(self, request_id: str) -> None:
-        """Give the work back after it succeeded."""
-        self._conn.execute(
-            update(t.requests)
-            .where(t.requests.c.id == request_id)
-            .values(lease_owner=None, lease_until=None, next_attempt_at=None, last_error=None)
-        )
-
-    def release_failed(self, request_id: str, error: str, now: datetime,
-                       backoff: Callable[[int], timedelta]) -> int:
-        """Give the work back after a failure: count it and schedule the retry."""
-        r = t.requests.c
-        attempts = int(self._conn.execute(
-            select(r.attempts).where(r.id == request_id)).scalar() or 0) + 1
-        self._conn.execute(
-            update(t.requests)
-            .where(r.id == request_id)
-            .values(lease_owner=None, lease_until=None, attempts=attempts,
-                    next_attempt_at=now + backoff(attempts), last_error=error)
-        )
-        return attempts
-
-    def last_error(self, request_id: str) -> str | None:
-        value = self._conn.execute(
-            select(t.requests.c.last_error).where(t.requests.c.id == request_id)
-        ).scalar()
-        return None if value is None else str(value)
 
     def pending_timed_out(self, now: datetime, limit: int = 100) -> list[str]:
         query = (
