@@ -168,7 +168,7 @@ class Revoker:
         while True:
             with self._uow() as uow:
                 claimed = uow.requests.claim_due(self._clock.now(), self.owner, LEASE,
-                                                 limit=200, previous_runs=self._run)
+                                                 limit=200, run=self._run)
             if not claimed:
                 return ended + len(pending)
             with ThreadPoolExecutor(max_workers=self._workers) as pool:

@@ -26,7 +26,7 @@ class RequestLeases:
 
     def claim_due(
         self, now: datetime, owner: str, lease: timedelta, limit: int = 100,
-        *, previous_runs: str | None = None,
+        *, run: str | None = None,
     ) -> list[str]:
         """Claim access that has run out (or whose revocation is due for a retry).
 
@@ -35,9 +35,9 @@ class RequestLeases:
         broker take over when the owner dies mid-claim."""
         r = t.requests.c
         free = or_(r.lease_until.is_(None), r.lease_until <= now, r.lease_owner == owner)
-        if previous_runs is not None:  # holders of this broker before it restarted
+        if run is not None:  # callers of this broker before it restarted (not of ``run``)
             free = or_(free, and_(r.lease_owner.startswith(owner + "/", autoescape=True),
-                                  ~r.lease_owner.startswith(previous_runs, autoescape=True)))
+                                  ~r.lease_owner.startswith(run, autoescape=True)))
         due = or_(
             and_(r.state == RequestState.ACTIVE.value, r.expires_at <= now),
             and_(
