@@ -87,6 +87,8 @@ class RequestOut(BaseModel):
     approvals_required: int
     grants: list[GrantOut]
     audit_index: int | None = None
+    note: str = ""
+    """Set when the command found its work already done by another caller (idempotent)."""
 
     @classmethod
     def of(cls, view: RequestView) -> RequestOut:
@@ -102,7 +104,7 @@ class RequestOut(BaseModel):
             approvals=[ApprovalOut(approver=a.approver, at=a.at, comment=a.comment)
                        for a in r.approvals],
             approvals_required=view.required_approvals,
-            audit_index=view.audit_index,
+            audit_index=view.audit_index, note=view.note,
             grants=[GrantOut(id=g.id, role=g.role, target=g.target, target_ref=g.target_ref,
                              state=g.state.value, issued_at=g.issued_at,
                              expires_at=g.expires_at, revoked_at=g.revoked_at,

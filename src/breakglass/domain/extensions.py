@@ -39,6 +39,7 @@ from breakglass.domain.policy import (
     Decision,
     Denied,
     check_approval,
+    check_deadline,
     check_identity,
     max_ttl_for,
 )
@@ -119,8 +120,9 @@ def plan_extension(
     """Check a new extension of ``request``; ``pending``: one is already waiting."""
     if request.state is not RequestState.ACTIVE or request.expires_at is None:
         return Denied("lifecycle.not_active", f"request {request.id} is {request.state}")
-    if request.expires_at <= now:
-        return Denied("lifecycle.not_active", f"request {request.id} has reached its expiry")
+    deadline = check_deadline(request, now)
+    if isinstance(deadline, Denied):
+        return deadline
     if principal.name != request.requester:
         return Denied("extension.requester_only", "only the requester can extend access")
     identity = check_identity(policy, principal, now, request.zone)
@@ -140,17 +142,29 @@ def plan_extension(
             f" for zone {request.zone}",
         )
     after = request.expires_at + ttl
+    total = check_max_total(policy, request, ttl)
+    if isinstance(total, Denied):
+        return total
+    return ExtensionPlan(ttl=ttl, required=extension_approvals_required(zone_policy),
+                         expires_before=request.expires_at, expires_after=after)
+
+
+def check_max_total(policy: Policy, request: AccessRequest, ttl: timedelta) -> Decision:
+    """The whole lifetime, activation to the expiry ``ttl`` after the current one, fits
+    the zone's ``max_total`` (checked when asked for and again at each decision)."""
+    if request.expires_at is None:
+        return Denied("lifecycle.not_active", f"request {request.id} has no expiry")
+    zone_policy = policy.zones[request.zone]
     started = request.activated_at or request.created_at
     cap = max_total_for(zone_policy)
-    if after - started > cap:
+    if request.expires_at + ttl - started > cap:
         left = max(timedelta(0), started + cap - request.expires_at)
         return Denied(
             "extension.max_total",
             f"zone {request.zone} caps a grant's lifetime at {format_duration(cap)}; "
             f"at most {format_duration(left)} more can be added",
         )
-    return ExtensionPlan(ttl=ttl, required=extension_approvals_required(zone_policy),
-                         expires_before=request.expires_at, expires_after=after)
+    return Allowed()
 
 
 def check_extension_approval(
@@ -165,12 +179,16 @@ def check_extension_approval(
         return Denied("extension.not_pending", f"extension {extension.id} is {extension.state}")
     if request.state is not RequestState.ACTIVE:
         return Denied("lifecycle.not_active", f"request {request.id} is {request.state}")
-    if request.expires_at is not None and request.expires_at <= now:
-        return Denied("lifecycle.not_active", f"request {request.id} has reached its expiry")
+    deadline = check_deadline(request, now)
+    if isinstance(deadline, Denied):
+        return deadline
     fresh = replace(request, approvals=list(extension.approvals), requester=extension.requester)
     decision = check_approval(policy, fresh, approver, now)
     if isinstance(decision, Denied):
         return decision
+    total = check_max_total(policy, request, extension.ttl)
+    if isinstance(total, Denied):
+        return total
     if approver.name == extension.requester:  # only reachable in a zone needing no approval
         return Denied("approval.self", "the requester cannot approve their own extension")
     return Allowed()

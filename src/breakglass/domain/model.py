@@ -130,6 +130,9 @@ class Policy:
     """SHA-256 (hex) of the catalog text this policy was read from; recorded with requests."""
 
 
+PENDING_TIMEOUT_REASON = "no decision before the pending timeout"
+
+
 class RequestState(StrEnum):
     PENDING = "pending"
     ACTIVATING = "activating"
@@ -229,6 +232,21 @@ class AccessRequest:
 
     def finish_ending(self) -> None:
         self.transition(self.end_state or RequestState.REVOKED)
+
+    def time_is_up(self, now: datetime) -> bool:
+        """Past a time limit: ``pending_until`` while pending, ``expires_at`` once minted.
+
+        The limits hold at ``now``, whether or not the background loop has come round."""
+        if self.state is RequestState.PENDING:
+            return now >= self.pending_until
+        if self.state in (RequestState.ACTIVATING, RequestState.ACTIVE):
+            return self.expires_at is not None and now >= self.expires_at
+        return False
+
+    def time_out_pending(self, now: datetime) -> None:
+        """PENDING -> EXPIRED: nobody decided before ``pending_until``."""
+        self.transition(RequestState.EXPIRED)
+        self.ended_at, self.end_reason = now, PENDING_TIMEOUT_REASON
 
     def approved_by(self, name: str) -> bool:
         return any(a.approver == name for a in self.approvals)

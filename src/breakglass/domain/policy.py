@@ -17,6 +17,7 @@ from breakglass.domain.model import (
     Policy,
     Principal,
     PrincipalKind,
+    RequestState,
     RoleDef,
     WorkloadDef,
     Zone,
@@ -191,10 +192,34 @@ def required_approvals(policy: Policy, request: AccessRequest) -> int:
     return policy.zones[request.zone].approvals
 
 
+def check_deadline(request: AccessRequest, now: datetime) -> Decision:
+    """Time limits hold at the moment of every decision, not only when the loop runs.
+
+    A pending request past ``pending_until`` can no longer be approved, denied or
+    cancelled: it has expired. Access past ``expires_at`` can no longer be picked
+    up, extended or have an extension decided: it has ended. The caller records
+    the expiry as the background loop would.
+    """
+    if not request.time_is_up(now):
+        return Allowed()
+    if request.state is RequestState.PENDING:
+        return Denied(
+            "lifecycle.pending_timeout",
+            f"request {request.id} had no decision before its pending timeout "
+            f"({request.pending_until.isoformat()}); it has expired",
+        )
+    expiry = request.expires_at.isoformat() if request.expires_at else "?"
+    return Denied("lifecycle.not_active",
+                  f"request {request.id} has reached its expiry ({expiry}); it has expired")
+
+
 def check_approval(
     policy: Policy, request: AccessRequest, approver: Principal, now: datetime
 ) -> Decision:
     """S2.5: who may approve this request (A self-approval, B/C outside the team)."""
+    deadline = check_deadline(request, now)
+    if isinstance(deadline, Denied):
+        return deadline
     zone_policy = policy.zones[request.zone]
     identity = check_identity(policy, approver, now, request.zone)
     if isinstance(identity, Denied):

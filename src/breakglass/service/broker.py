@@ -38,17 +38,19 @@ from breakglass.service.extensions import Extender
 from breakglass.service.incidents import IncidentDirectory, IncidentGate
 from breakglass.service.ports import Clock, SecretBox
 from breakglass.service.recording import record
-from breakglass.service.revocation import Revoker
+from breakglass.service.revocation import Revoker, ended_by_another
 from breakglass.storage.events import Event, iter_events
 from breakglass.storage.uow import UnitOfWork, UnitOfWorkFactory
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestView:
     request: AccessRequest
     grants: list[Grant]
     required_approvals: int
     audit_index: int | None = None
+    note: str = ""
+    """Said to the caller when its command found the work already done by another."""
 
 
 def new_request_id() -> str:
@@ -81,7 +83,8 @@ class Broker:
         self.on_activated = self.activator.on_activated  # run after each activation commits
         self.incidents = IncidentGate(policy, incidents)
         self.extensions = Extender(policy=policy, uow=uow, clock=clock,
-                                   connector=self.revoker.connector, incidents=self.incidents)
+                                   connector=self.revoker.connector, incidents=self.incidents,
+                                   deadline=self.revoker.enforce_deadline)
 
     # -- refusals -------------------------------------------------------------------
 
@@ -95,6 +98,8 @@ class Broker:
         incident: str | None = None,
         payload: Mapping[str, Any] | None = None,
     ) -> NoReturn:
+        if request is not None:  # a late decision: record the expiry the loop would record
+            self.revoker.enforce_deadline(request.id)
         with self._uow() as uow:
             uow.events.append(
                 ts=self._clock.now(),
@@ -259,6 +264,9 @@ class Broker:
     ) -> rules.Denied | None:
         if req.state is not RequestState.PENDING:
             return rules.Denied("lifecycle.not_pending", f"request {req.id} is {req.state}")
+        deadline = rules.check_deadline(req, self._clock.now())
+        if isinstance(deadline, rules.Denied):
+            return deadline
         if state is RequestState.CANCELLED:
             if principal.name != req.requester:
                 return rules.Denied("cancel.requester_only", "only the requester can cancel")
@@ -269,6 +277,9 @@ class Broker:
         return decision if isinstance(decision, rules.Denied) else None
 
     def revoke(self, principal: Principal, request_id: str, reason: str = "") -> RequestView:
+        """End access now. Idempotent: access that the expiry loop, an incident close or
+        another revoker ends (or ended) meanwhile is a success, and the view says so; only
+        repeating one's own finished revocation is refused."""
         with self._uow() as uow:
             req = uow.requests.get(request_id)
         eligible = self.policy.approvers.get(req.zone, ())
@@ -276,12 +287,20 @@ class Broker:
             self._refuse(principal, EventTag.ACTION_REFUSED, rules.Denied(
                 "revoke.not_allowed", "only the requester or an approver of the zone can revoke"),
                 request=req)
-        if req.state not in (RequestState.ACTIVE, RequestState.REVOKING):
+        by = f"revoked by {principal.name}"
+        ended = req.state in (RequestState.EXPIRED, RequestState.REVOKED)
+        repeated = req.state is RequestState.REVOKED and (
+            req.end_reason == by or req.end_reason.startswith(by + ": "))
+        if not (ended or req.state in (RequestState.ACTIVE, RequestState.REVOKING)) or repeated:
             self._refuse(principal, EventTag.ACTION_REFUSED, rules.Denied(
                 "lifecycle.not_active", f"request {req.id} is {req.state}"), request=req)
-        self.end_access(req.id, RequestState.REVOKED, principal.name,
-                        f"revoked by {principal.name}" + (f": {reason}" if reason else ""))
-        return self.view(req.id)
+        if not ended:
+            self.end_access(req.id, RequestState.REVOKED, principal.name,
+                            by + (f": {reason}" if reason else ""))
+        view = self.view(req.id)
+        if view.request.end_reason != by + (f": {reason}" if reason else ""):
+            view.note = ended_by_another(view.request)
+        return view
 
     def credentials(self, principal: Principal, request_id: str) -> list[dict[str, Any]]:
         """The minted credentials, returned once; a second call is refused."""
@@ -295,6 +314,8 @@ class Broker:
                                       "only the requester can fetch the credentials")
             elif req.state is not RequestState.ACTIVE:
                 denied = rules.Denied("lifecycle.not_active", f"request {req.id} is {req.state}")
+            elif isinstance(late := rules.check_deadline(req, now), rules.Denied):
+                denied = late
             else:
                 for grant in uow.grants.for_request(req.id):
                     sealed = uow.grants.take_secret(grant.id)

@@ -36,7 +36,7 @@ from breakglass.domain.model import (
     Principal,
     RequestState,
 )
-from breakglass.domain.policy import Denied
+from breakglass.domain.policy import Denied, check_deadline
 from breakglass.service.incidents import IncidentGate
 from breakglass.service.ports import Clock
 from breakglass.service.recording import record
@@ -72,6 +72,7 @@ class Extender:
         connector: Callable[[str], Connector],
         incidents: IncidentGate,
         warn_ahead: timedelta = WARN_AHEAD,
+        deadline: Callable[[str], object] = lambda _request_id: None,
     ) -> None:
         self._policy = policy
         self._uow = uow
@@ -79,6 +80,7 @@ class Extender:
         self._connector = connector
         self._incidents = incidents
         self._warn_ahead = warn_ahead
+        self._deadline = deadline  # expires a request whose time is up, as the loop would
 
     # -- commands -------------------------------------------------------------------
 
@@ -173,6 +175,8 @@ class Extender:
                 decision = found if isinstance(found, Denied) else None
             elif ext.state is not ExtensionState.PENDING:
                 decision = Denied("extension.not_pending", f"extension {ext.id} is {ext.state}")
+            elif isinstance(late := check_deadline(req, now), Denied):
+                decision = late
             if decision is None:
                 ext.state, ext.decided_at, ext.end_reason = ExtensionState.DENIED, now, comment
                 repo.save(ext)
@@ -322,6 +326,7 @@ class Extender:
 
     def _refuse(self, principal: Principal, tag: EventTag, denied: Denied, req: AccessRequest,
                 payload: dict[str, object] | None = None) -> NoReturn:
+        self._deadline(req.id)  # a late decision: record the expiry the loop would record
         with self._uow() as uow:
             uow.events.append(ts=self._clock.now(), actor=principal.name, action=tag,
                               outcome="denied", request_id=req.id, incident=req.incident,

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from breakglass.connectors import Connector
 from breakglass.domain.errors import Conflict, TargetError
 from breakglass.domain.events import EventTag
-from breakglass.domain.model import Grant, GrantState, Policy, RequestState
+from breakglass.domain.model import AccessRequest, Grant, GrantState, Policy, RequestState
 from breakglass.service import crashpoints
 from breakglass.service.ports import Clock
 from breakglass.service.recording import record
@@ -51,6 +51,9 @@ class Revoker:
         self.on_ended: list[Callable[[], object]] = []
         # A broker that restarts with the same identity takes its own leases back at once.
         self.owner = owner or "broker-" + secrets.token_hex(6)
+        # Each call holds its lease as "<owner>/<run>/<call>": callers in one process
+        # exclude each other, and a restarted broker knows its previous runs' leases.
+        self._run = f"{self.owner}/{secrets.token_hex(3)}/"
 
     def connector(self, target: str) -> Connector:
         found = self._connectors.get(target)
@@ -69,16 +72,26 @@ class Revoker:
                    *, announce: bool = True) -> bool:
         """Revoke every grant of one request; True when all are gone (or nothing to do).
 
+        Idempotent and safe to race: an explicit revoke, an incident close and the expiry
+        loop may all end one request at once. The first to take the request's lease
+        revokes on the targets and records it; the others find the work done (or in
+        hand) and return without touching the target or the log. Access past its
+        ``expires_at`` ends as expired, whoever ends it.
+
         Without ``announce`` the caller runs the ``on_ended`` callbacks itself (once for a
         whole batch)."""
         now = self._clock.now()
+        holder = self._run + secrets.token_hex(3)
         with self._uow() as uow:
             req = uow.requests.get(request_id, for_update=True)
             if req.state not in (RequestState.ACTIVE, RequestState.REVOKING):
                 return True
-            if not uow.requests.take_lease(req.id, self.owner, now, LEASE):
-                return False  # another broker is revoking it right now
+            if not uow.requests.take_lease(req.id, holder, now, LEASE,
+                                           reclaimable=self._reclaimable):
+                return False  # another caller is revoking it right now
             if req.state is RequestState.ACTIVE:
+                if req.time_is_up(now):  # its time is up: it expired, whoever noticed
+                    final, actor, reason = RequestState.EXPIRED, "broker", "expired"
                 req.begin_ending(final, reason, now)
                 uow.requests.save(req)
                 record(uow, now, req, actor, EventTag.REQUEST_ENDING, reason=reason)
@@ -87,42 +100,51 @@ class Revoker:
         crashpoints.reached("revocation.started")
         outcomes = [(g, self.try_revoke(g)) for g in grants]
         crashpoints.reached("revocation.revoked")
-        return self._finish(request_id, actor, outcomes, announce)
+        return self._finish(request_id, holder, actor, outcomes, announce)
 
-    def _finish(self, request_id: str, actor: str, outcomes: list[tuple[Grant, str | None]],
-                announce: bool) -> bool:
+    def _reclaimable(self, lease_owner: str) -> bool:
+        """This broker's batch claim, or a lease of its run before a restart."""
+        return lease_owner == self.owner or (lease_owner.startswith(self.owner + "/")
+                                             and not lease_owner.startswith(self._run))
+
+    def _finish(self, request_id: str, holder: str, actor: str,
+                outcomes: list[tuple[Grant, str | None]], announce: bool) -> bool:
         now = self._clock.now()
         with self._uow() as uow:
             req = uow.requests.get(request_id, for_update=True)
+            if req.state is not RequestState.REVOKING:
+                return True  # another caller (whose lease ran out on us) finished it
             expired = req.end_state is RequestState.EXPIRED
             done_state = GrantState.EXPIRED if expired else GrantState.REVOKED
             tag = EventTag.GRANT_EXPIRED if expired else EventTag.GRANT_REVOKED
-            errors = [e for _, e in outcomes if e is not None]
-            for grant, error in outcomes:
-                if error is None:
-                    uow.grants.set_state(grant.id, done_state, now)
-                    uow.grants.drop_secret(grant.id)
-                else:
-                    uow.grants.set_state(grant.id, GrantState.REVOCATION_PENDING, None, error)
+            # Conditional updates: a grant another caller recorded is not recorded twice.
+            done = [g for g, e in outcomes if e is None and uow.grants.end(g.id, done_state, now)]
+            for grant in done:
+                uow.grants.drop_secret(grant.id)
+            errors = [e for g, e in outcomes
+                      if e is not None and uow.grants.revocation_failed(g.id, e)]
             attempts = 0
             if errors:
-                attempts = uow.requests.release_failed(req.id, "; ".join(errors), now,
-                                                       retry_delay)
+                if uow.requests.holds_lease(req.id, holder):
+                    attempts = uow.requests.release_failed(req.id, "; ".join(errors), now,
+                                                           retry_delay)
+            elif any(g.state in (GrantState.ACTIVE, GrantState.REVOCATION_PENDING)
+                     for g in uow.grants.for_request(req.id)):
+                return False  # the caller that took our expired lease over finishes it
             else:
                 uow.requests.release(req.id)
                 req.finish_ending()
                 uow.requests.save(req)
             # Events last: the audit log's head stays locked from the first one to the commit,
             # and every broker sharing the store waits for it.
-            for grant, error in outcomes:
-                if error is None:
-                    record(uow, now, req, actor, tag, grant_id=grant.id, reason=req.end_reason,
-                           payload={"role": grant.role, "target": grant.target,
-                                    "target_ref": grant.target_ref, "requester": req.requester,
-                                    "expires_at": grant.expires_at.isoformat(),
-                                    "lag_ms": _lag_ms(grant, now) if expired else None,
-                                    **({"cleaned": list(grant.artefacts)}
-                                       if grant.artefacts else {})})
+            for grant in done:
+                record(uow, now, req, actor, tag, grant_id=grant.id, reason=req.end_reason,
+                       payload={"role": grant.role, "target": grant.target,
+                                "target_ref": grant.target_ref, "requester": req.requester,
+                                "expires_at": grant.expires_at.isoformat(),
+                                "lag_ms": _lag_ms(grant, now) if expired else None,
+                                **({"cleaned": list(grant.artefacts)}
+                                   if grant.artefacts else {})})
             if errors:
                 if attempts == 1:  # alert once, then keep trying quietly
                     record(uow, now, req, "broker", EventTag.GRANT_REVOCATION_FAILED,
@@ -146,7 +168,7 @@ class Revoker:
         while True:
             with self._uow() as uow:
                 claimed = uow.requests.claim_due(self._clock.now(), self.owner, LEASE,
-                                                 limit=200)
+                                                 limit=200, run=self._run)
             if not claimed:
                 return ended + len(pending)
             with ThreadPoolExecutor(max_workers=self._workers) as pool:
@@ -164,12 +186,26 @@ class Revoker:
     def _time_out_pending(self, request_id: str, now: datetime) -> None:
         with self._uow() as uow:
             req = uow.requests.get(request_id, for_update=True)
-            if req.state is not RequestState.PENDING or req.pending_until > now:
+            if req.state is not RequestState.PENDING or not req.time_is_up(now):
                 return
-            req.transition(RequestState.EXPIRED)
-            req.ended_at, req.end_reason = now, "no decision before the pending timeout"
+            req.time_out_pending(now)
             uow.requests.save(req)
             record(uow, now, req, "broker", EventTag.REQUEST_EXPIRED, reason=req.end_reason)
+
+    def enforce_deadline(self, request_id: str) -> None:
+        """Expire one request now if its time is up, as the background loop would.
+
+        Called when a decision was refused for lateness, so the refusal and the state
+        agree at once rather than when the loop comes round."""
+        now = self._clock.now()
+        with self._uow() as uow:
+            req = uow.requests.get(request_id)
+        if not req.time_is_up(now):
+            return
+        if req.state is RequestState.PENDING:
+            self._time_out_pending(request_id, now)
+        elif req.state is RequestState.ACTIVE:
+            self.end_access(request_id, RequestState.EXPIRED, "broker", "expired")
 
     def recover(self, older_than: timedelta = timedelta(seconds=60)) -> int:
         """Roll back activations that never finished (a crash between target and store)."""
@@ -205,6 +241,13 @@ class Revoker:
             self.end_access(request_id, RequestState.REVOKED, actor,
                             f"incident {incident} closed by {actor}")
         return ids
+
+
+def ended_by_another(req: AccessRequest) -> str:
+    """What a caller is told when the access it wanted to end was ended by someone else."""
+    if req.state is RequestState.REVOKING:
+        return f"request {req.id} is being ended ({req.end_reason}); nothing more to do"
+    return f"request {req.id} had already ended ({req.state}: {req.end_reason}); nothing to do"
 
 
 def _lag_ms(grant: Grant, now: datetime) -> int:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from breakglass.domain.errors import Conflict, NotFound
@@ -20,6 +19,7 @@ from breakglass.domain.model import (
     Zone,
 )
 from breakglass.storage import tables as t
+from breakglass.storage.leases import RequestLeases
 
 
 def _request_from_row(row: Any, approvals: list[Approval]) -> AccessRequest:
@@ -91,9 +91,12 @@ _ADD_GRANT = insert(t.grants)
 _GRANTS_OF = (select(t.grants).where(t.grants.c.request_id == bindparam("request_id"))
               .order_by(t.grants.c.id))
 _UPDATE_GRANT = update(t.grants).where(t.grants.c.id == bindparam("match_id"))
+_TAKE_SECRET = (delete(t.credentials).where(t.credentials.c.grant_id == bindparam("match_id"))
+                .returning(t.credentials.c.ciphertext))
+_IN_FORCE = (GrantState.ACTIVE.value, GrantState.REVOCATION_PENDING.value)
 
 
-class RequestRepository:
+class RequestRepository(RequestLeases):
     def __init__(self, conn: Connection, *, locking: bool) -> None:
         self._conn = conn
         self._locking = locking
@@ -154,80 +157,6 @@ class RequestRepository:
         if requester:
             query = query.where(t.requests.c.requester == requester)
         return [self.get(r.id) for r in self._conn.execute(query).all()]
-
-    def claim_due(
-        self, now: datetime, owner: str, lease: timedelta, limit: int = 100
-    ) -> list[str]:
-        """Claim access that has run out (or whose revocation is due for a retry).
-
-        On PostgreSQL the rows are picked with ``FOR UPDATE SKIP LOCKED`` so that
-        brokers sharing a database claim disjoint batches; the lease lets another
-        broker take over when the owner dies mid-claim."""
-        r = t.requests.c
-        free = or_(r.lease_until.is_(None), r.lease_until <= now, r.lease_owner == owner)
-        due = or_(
-            and_(r.state == RequestState.ACTIVE.value, r.expires_at <= now),
-            and_(
-                r.state == RequestState.REVOKING.value,
-                or_(r.next_attempt_at.is_(None), r.next_attempt_at <= now),
-            ),
-        )
-        query = select(r.id).where(due, free).order_by(r.expires_at).limit(limit)
-        if self._locking:
-            query = query.with_for_update(skip_locked=True)
-        ids = [row.id for row in self._conn.execute(query)]
-        if ids:
-            self._conn.execute(
-                update(t.requests)
-                .where(r.id.in_(ids))
-                .values(lease_owner=owner, lease_until=now + lease)
-            )
-        return ids
-
-    def take_lease(self, request_id: str, owner: str, now: datetime, lease: timedelta) -> bool:
-        """Hold the revocation work of one (row-locked) request, unless another broker does."""
-        row = self._conn.execute(
-            select(t.requests.c.lease_owner, t.requests.c.lease_until).where(
-                t.requests.c.id == request_id
-            )
-        ).one()
-        until = t.UTCDateTime().process_result_value(row.lease_until, self._conn.dialect)
-        if row.lease_owner not in (None, owner) and until is not None and until > now:
-            return False
-        self._conn.execute(
-            update(t.requests)
-            .where(t.requests.c.id == request_id)
-            .values(lease_owner=owner, lease_until=now + lease)
-        )
-        return True
-
-    def release(self, request_id: str) -> None:
-        """Give the work back after it succeeded."""
-        self._conn.execute(
-            update(t.requests)
-            .where(t.requests.c.id == request_id)
-            .values(lease_owner=None, lease_until=None, next_attempt_at=None, last_error=None)
-        )
-
-    def release_failed(self, request_id: str, error: str, now: datetime,
-                       backoff: Callable[[int], timedelta]) -> int:
-        """Give the work back after a failure: count it and schedule the retry."""
-        r = t.requests.c
-        attempts = int(self._conn.execute(
-            select(r.attempts).where(r.id == request_id)).scalar() or 0) + 1
-        self._conn.execute(
-            update(t.requests)
-            .where(r.id == request_id)
-            .values(lease_owner=None, lease_until=None, attempts=attempts,
-                    next_attempt_at=now + backoff(attempts), last_error=error)
-        )
-        return attempts
-
-    def last_error(self, request_id: str) -> str | None:
-        value = self._conn.execute(
-            select(t.requests.c.last_error).where(t.requests.c.id == request_id)
-        ).scalar()
-        return None if value is None else str(value)
 
     def pending_timed_out(self, now: datetime, limit: int = 100) -> list[str]:
         query = (
@@ -329,6 +258,23 @@ class GrantRepository:
         self._conn.execute(_UPDATE_GRANT, {"match_id": grant_id, "state": state.value,
                                            "revoked_at": at, "last_error": error})
 
+    def end(self, grant_id: str, state: GrantState, at: datetime) -> bool:
+        """Record a grant's revocation; False when another caller already recorded it."""
+        g = t.grants.c
+        result = self._conn.execute(
+            update(t.grants).where(g.id == grant_id, g.state.in_(_IN_FORCE))
+            .values(state=state.value, revoked_at=at, last_error=None))
+        return result.rowcount == 1
+
+    def revocation_failed(self, grant_id: str, error: str) -> bool:
+        """Note a failed attempt on a grant still in force; False when it ended meanwhile."""
+        g = t.grants.c
+        result = self._conn.execute(
+            update(t.grants).where(g.id == grant_id, g.state.in_(_IN_FORCE))
+            .values(state=GrantState.REVOCATION_PENDING.value, revoked_at=None,
+                    last_error=error))
+        return result.rowcount == 1
+
     def set_error(self, grant_id: str, error: str) -> None:
         self._conn.execute(
             update(t.grants).where(t.grants.c.id == grant_id).values(last_error=error)
@@ -367,14 +313,13 @@ class GrantRepository:
         self._conn.execute(insert(t.credentials).values(grant_id=grant_id, ciphertext=ciphertext))
 
     def take_secret(self, grant_id: str) -> bytes | None:
-        """Return the stored secret and delete it: a credential is shown once."""
-        value = self._conn.execute(
-            select(t.credentials.c.ciphertext).where(t.credentials.c.grant_id == grant_id)
-        ).scalar()
-        if value is None:
-            return None
-        self._conn.execute(delete(t.credentials).where(t.credentials.c.grant_id == grant_id))
-        return bytes(value)
+        """Return the stored secret and delete it: a credential is shown once.
+
+        One statement (``DELETE ... RETURNING``): of any number of concurrent callers,
+        on any number of brokers, only the one whose delete removed the row gets it; the
+        others wait for its commit and find nothing (or get it if that one rolled back)."""
+        value = self._conn.execute(_TAKE_SECRET, {"match_id": grant_id}).scalar()
+        return None if value is None else bytes(value)
 
     def drop_secret(self, grant_id: str) -> None:
         self._conn.execute(delete(t.credentials).where(t.credentials.c.grant_id == grant_id))
