@@ -34,12 +34,14 @@ from breakglass.domain.model import (
     RequestState,
     ZonePolicy,
 )
+from breakglass.domain.names import legacy_key
 from breakglass.domain.policy import (
     Allowed,
     Decision,
     Denied,
     check_approval,
     check_identity,
+    count_approvers,
     max_ttl_for,
 )
 
@@ -78,14 +80,16 @@ class Extension:
     decided_at: datetime | None = None
     end_reason: str = ""
     version: int = 0
+    requester_subject: str = ""
+    """The requester's :attr:`Principal.subject_id`; empty on extensions older than subjects."""
 
-    def approved_by(self, name: str) -> bool:
-        return any(a.approver == name for a in self.approvals)
+    @property
+    def requester_id(self) -> str:
+        return self.requester_subject or legacy_key(self.requester)
 
     @property
     def satisfied(self) -> bool:
-        distinct = {a.approver for a in self.approvals if a.approver != self.requester}
-        return len(distinct) >= self.required
+        return count_approvers(self.approvals, self.requester_id) >= self.required
 
 
 def extension_approvals_required(zone_policy: ZonePolicy) -> int:
@@ -121,7 +125,7 @@ def plan_extension(
         return Denied("lifecycle.not_active", f"request {request.id} is {request.state}")
     if request.expires_at <= now:
         return Denied("lifecycle.not_active", f"request {request.id} has reached its expiry")
-    if principal.name != request.requester:
+    if not request.requested_by(principal):
         return Denied("extension.requester_only", "only the requester can extend access")
     identity = check_identity(policy, principal, now, request.zone)
     if isinstance(identity, Denied):
@@ -167,11 +171,12 @@ def check_extension_approval(
         return Denied("lifecycle.not_active", f"request {request.id} is {request.state}")
     if request.expires_at is not None and request.expires_at <= now:
         return Denied("lifecycle.not_active", f"request {request.id} has reached its expiry")
-    fresh = replace(request, approvals=list(extension.approvals), requester=extension.requester)
+    fresh = replace(request, approvals=list(extension.approvals), requester=extension.requester,
+                    requester_subject=extension.requester_id)
     decision = check_approval(policy, fresh, approver, now)
     if isinstance(decision, Denied):
         return decision
-    if approver.name == extension.requester:  # only reachable in a zone needing no approval
+    if fresh.may_be_requester(approver):  # only reachable in a zone needing no approval
         return Denied("approval.self", "the requester cannot approve their own extension")
     return Allowed()
 
