@@ -8,8 +8,8 @@ is for people to read; it can change, and two people can share it.
 
 Names are still compared where the catalog names people (the directory, shared
 accounts, ``user:<name>`` selectors): :func:`normalise_name` makes ``Admin``,
-``admin `` and the full-width ``admin`` one name (NFKC, case folding, outer
-whitespace dropped).
+``admin `` and the full-width ``admin`` one name (NFKC, case folding, invisible
+format characters and outer whitespace dropped).
 
 Rows stored before subjects were recorded carry a *legacy* key,
 :func:`legacy_key` of the display name under :data:`LEGACY_ISSUER`, an issuer
@@ -33,9 +33,12 @@ def normalise_name(name: str) -> str:
     """The comparable form of a person's name: NFKC, case-folded, outer whitespace dropped.
 
     NFKC is applied again after case folding (Unicode's compatibility caseless
-    match), so every spelling that reads as the same name compares equal.
+    match), so every spelling that reads as the same name compares equal; invisible
+    format characters (zero-width spaces, soft hyphens, direction marks) are dropped
+    first, so ``ad\u200bmin`` is ``admin`` too.
     """
-    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    visible = "".join(c for c in name if unicodedata.category(c) != "Cf")
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", visible).casefold())
     return folded.strip()
 
 
@@ -86,7 +89,8 @@ def duplicate_spellings(names: list[str]) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     for name in names:
         key = normalise_name(name)
-        if key in first and first[key] != name:
-            found.append((first[key], name))
+        pair = (first.get(key, name), name)
+        if pair[0] != name and pair not in found:
+            found.append(pair)
         first.setdefault(key, name)
     return found
