@@ -44,14 +44,17 @@ _ONCE = (
 
 
 def upgrade() -> None:
+    # NOT NULL with a default: SQLite adds such a column in place (no table rebuild, which
+    # its foreign keys would refuse with rows present); the default goes where it can.
+    sqlite = op.get_bind().dialect.name == "sqlite"
     for table, name, subject in _COLUMNS:
         with op.batch_alter_table(table) as batch:
-            batch.add_column(sa.Column(subject, sa.String(length=_SUBJECT), nullable=True))
+            batch.add_column(sa.Column(subject, sa.String(length=_SUBJECT), nullable=False,
+                                       server_default=""))
         op.execute(sa.text(f"UPDATE {table} SET {subject} = :prefix || {name}")
                    .bindparams(prefix=LEGACY_PREFIX))
-        with op.batch_alter_table(table) as batch:
-            batch.alter_column(subject, existing_type=sa.String(length=_SUBJECT),
-                               nullable=False)
+        if not sqlite:
+            op.alter_column(table, subject, server_default=None)
     for table, constraint, parent in _ONCE:
         with op.batch_alter_table(table) as batch:
             batch.drop_constraint(constraint, type_="unique")
