@@ -58,11 +58,16 @@ class MemoryConnector(Connector):
         return MARKER_PREFIX + grant_id.replace("-", "")
 
 
+TEST_ISSUER = "https://idp.test"
+
+
 def human(name: str, *groups: str, mfa: bool = True, auth_time: datetime | None = None,
-          clock: FakeClock | None = None) -> Principal:
+          clock: FakeClock | None = None, subject: str | None = None) -> Principal:
+    """A person whose ``sub`` is opaque and not their name (``subject`` to choose it)."""
     when = auth_time or (clock.now() if clock else datetime(2026, 11, 23, 2, 10, tzinfo=UTC))
     return Principal(name=name, kind=PrincipalKind.HUMAN, groups=frozenset(groups), mfa=mfa,
-                     auth_time=when, amr=("mfa",) if mfa else ("pwd",))
+                     auth_time=when, amr=("mfa",) if mfa else ("pwd",), issuer=TEST_ISSUER,
+                     subject=subject or "sub-" + name)
 
 
 class FakeIncidentDirectory:

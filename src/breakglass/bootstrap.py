@@ -35,6 +35,7 @@ from breakglass.domain.errors import (
 )
 from breakglass.domain.events import EventTag
 from breakglass.domain.model import Principal
+from breakglass.domain.names import normalise_name
 from breakglass.domain.policy import Denied
 from breakglass.identity.devissuer import DevIssuer
 from breakglass.identity.jwks import JwksCache
@@ -98,8 +99,7 @@ class Container:
             raise NotFound("dev login needs a --dev server", rule="identity.dev_disabled")
         catalog = self.loaded.catalog
         entry = catalog.directory.get(username)
-        shared = {s.lower() for s in catalog.identity.shared_accounts}
-        if username.lower() in shared:
+        if normalise_name(username) in self.loaded.policy.shared_accounts:
             self.broker.refuse_action(None, Denied("identity.shared_account",
                                                     f"'{username}' is a shared account"))
         if entry is None:

@@ -252,7 +252,8 @@ def test_closing_the_incident_revokes_both_tracks(engine, clock, target, inciden
     broker = make_broker(engine, clock, target, incidents)
     human = broker.request_access(people["uma"], ["embeddings-read"], incident="SEV-1234",
                                   reason="recovery").request.id
-    robot = Principal("embeddings-pipeline", PrincipalKind.WORKLOAD, frozenset(), False, None)
+    robot = Principal("embeddings-pipeline", PrincipalKind.WORKLOAD, frozenset(), False, None,
+                      issuer="https://k8s.test", subject="system:serviceaccount:ml:embeddings")
     override = broker.request_access(robot, ["embeddings-read"], incident="SEV-1234",
                                      reason="recovery").request
     assert (override.requester, override.workload) == ("embeddings-pipeline",

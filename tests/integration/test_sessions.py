@@ -9,7 +9,8 @@ from sqlalchemy import Engine, func, select
 
 from breakglass.audit.ocsf import to_ocsf
 from breakglass.domain.events import EventTag
-from breakglass.identity.devissuer import DevIssuer
+from breakglass.domain.names import subject_key
+from breakglass.identity.devissuer import DevIssuer, dev_subject
 from breakglass.identity.oidc import split_token
 from breakglass.service.sessions import SessionLog
 from breakglass.storage import tables as t
@@ -46,7 +47,9 @@ def test_first_use_is_recorded_once_with_who_and_how_never_the_token(
     [event] = sessions_of(engine)
     assert event["actor"] == "alice"
     assert event["payload"] == {
-        "channel": "api", "kind": "human", "issuer": issuer.issuer, "subject": "alice",
+        "channel": "api", "kind": "human", "issuer": issuer.issuer,
+        "subject": dev_subject("alice"),
+        "actor_subject": subject_key(issuer.issuer, dev_subject("alice")),
         "token_id": split_token(token)[1]["jti"], "mfa": True, "amr": ["mfa"],
         "auth_time": clock.now().replace(microsecond=0).isoformat(),
         "groups": ["responders", "team:ml-serving"],

@@ -94,7 +94,7 @@ def test_workload_tokens_stay_on_the_workload_track() -> None:
 
 
 def test_a_directory_user_named_like_a_workload_is_neither() -> None:
-    raw = ISSUER_UNDER_TEST.issue(PIPELINE.subject, ERIN, NOW)
+    raw = ISSUER_UNDER_TEST.issue(PIPELINE.subject, ERIN, NOW, subject=PIPELINE.subject)
     with pytest.raises(Unauthenticated) as as_human:
         at(NOW).verify(raw)
     assert as_human.value.rule == "identity.workload_as_human"

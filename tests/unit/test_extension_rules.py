@@ -20,6 +20,7 @@ def active(loaded, who, roles, clock: FakeClock, ttl: timedelta | None = None) -
     assert isinstance(plan, rules.RequestPlan)
     return AccessRequest(
         id="r-1", requester=who.name, requester_kind=who.kind, requester_teams=who.teams,
+        requester_subject=who.subject_id,
         roles=tuple(r.name for r in plan.roles), zone=plan.zone, environment=plan.environment,
         incident="SEV-1234", reason="recovery", justification="", ttl=plan.ttl,
         created_at=clock.now(), pending_until=clock.now() + timedelta(hours=1),
@@ -31,7 +32,8 @@ def active(loaded, who, roles, clock: FakeClock, ttl: timedelta | None = None) -
 
 
 def extension_for(req: AccessRequest, plan: ext_rules.ExtensionPlan, clock) -> Extension:
-    return Extension(id="x-1", request_id=req.id, requester=req.requester, ttl=plan.ttl,
+    return Extension(id="x-1", request_id=req.id, requester=req.requester,
+                     requester_subject=req.requester_id, ttl=plan.ttl,
                      justification="still broken", created_at=clock.now(),
                      required=plan.required, expires_before=plan.expires_before)
 

@@ -182,6 +182,8 @@ def test_valid_token_of_each_algorithm_is_accepted(
         mfa=True,
         auth_time=NOW - timedelta(seconds=60),
         amr=("pwd", "mfa"),
+        issuer=ISSUER,
+        subject="u-1001",
     )
 
 

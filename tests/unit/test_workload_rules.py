@@ -24,8 +24,10 @@ def wl() -> LoadedCatalog:
     return load_catalog(CATALOG, env=ENV)
 
 
-def robot(name: str = "embeddings-pipeline") -> Principal:
-    return Principal(name, PrincipalKind.WORKLOAD, frozenset(), False, None)
+def robot(name: str = "embeddings-pipeline",
+          subject: str = "system:serviceaccount:ml:embeddings") -> Principal:
+    return Principal(name, PrincipalKind.WORKLOAD, frozenset(), False, None,
+                     issuer="https://k8s.test", subject=subject)
 
 
 def plan(loaded: LoadedCatalog, who: Principal, roles: list[str], clock: FakeClock,

@@ -55,7 +55,8 @@ def list_requests(
     incident: Annotated[str | None, Query(max_length=200)] = None,
     mine: bool = False,
 ) -> list[RequestOut]:
-    views = c.broker.search(state=state, incident=incident, requester=who.name if mine else None)
+    views = c.broker.search(state=state, incident=incident,
+                            requester_subject=who.subject_id if mine else None)
     return [RequestOut.of(v) for v in views]
 
 

@@ -106,7 +106,7 @@ def to_ocsf(entry: dict[str, Any]) -> dict[str, Any]:
     cls, activity_id = ocsf_class(action)
     payload = entry.get("payload") or {}
     ok = entry["outcome"] == "ok"
-    actor = {"user": _user(entry["actor"])}
+    actor = {"user": _user(entry["actor"], payload.get("actor_subject"))}
     record: dict[str, Any] = {
         "class_uid": cls.uid,
         "class_name": cls.name,
@@ -155,9 +155,11 @@ def to_ocsf(entry: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _user(name: str) -> dict[str, Any]:
-    return {"name": name, "type_id": 99 if name in ("broker", "anonymous") else 1,
-            "type": "Other" if name in ("broker", "anonymous") else "User"}
+def _user(name: str, subject: object = None) -> dict[str, Any]:
+    """An OCSF user: the display name, and the person's subject key as ``uid`` when known."""
+    found = {"name": name, "type_id": 99 if name in ("broker", "anonymous") else 1,
+             "type": "Other" if name in ("broker", "anonymous") else "User"}
+    return {**found, "uid": subject} if isinstance(subject, str) and subject else found
 
 
 def _privileges(entry: dict[str, Any], payload: dict[str, Any]) -> list[str]:

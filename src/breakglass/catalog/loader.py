@@ -21,6 +21,7 @@ from breakglass.catalog.schema import Catalog, RoleConfig, WorkloadConfig
 from breakglass.connectors import MARKER_PREFIX, connector_class, connector_types
 from breakglass.domain.errors import CatalogError
 from breakglass.domain.model import Policy, RoleDef, Runbook, WorkloadDef, Zone, ZonePolicy
+from breakglass.domain.names import duplicate_spellings, normalise_name
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -129,12 +130,50 @@ def cross_check(catalog: Catalog) -> list[str]:
     errors += _check_runbooks(catalog)
     for name, workload in catalog.workloads.items():
         errors += _check_workload(catalog, name, workload)
-    shared = {s.lower() for s in catalog.identity.shared_accounts}
-    errors += [
-        f"directory.{user}: listed as a shared account"
-        for user in catalog.directory
-        if user.lower() in shared
+    errors += _check_names(catalog)
+    return errors
+
+
+def _name_lists(catalog: Catalog) -> dict[str, list[str]]:
+    """Every list of people's names in the catalog, by its path (selectors without ``user:``)."""
+    def names(selectors: list[str]) -> list[str]:
+        return [s.removeprefix("user:") for s in selectors if not s.startswith("group:")]
+
+    lists = {"directory": list(catalog.directory),
+             "identity.shared_accounts": list(catalog.identity.shared_accounts)}
+    lists.update({f"approvers.{z}": names(s) for z, s in catalog.approvers.items()})
+    lists.update({f"roles.{n}.requesters": names(r.requesters) for n, r in catalog.roles.items()})
+    lists.update({f"workloads.{n}.requesters": names(w.requesters)
+                  for n, w in catalog.workloads.items()})
+    lists.update({f"runbooks.{n}.auto_approve.requesters": names(r.auto_approve.requesters)
+                  for n, r in catalog.runbooks.items()})
+    if catalog.reviews.reviewers:
+        lists["reviews.reviewers"] = names(catalog.reviews.reviewers)
+    return lists
+
+
+def _check_names(catalog: Catalog) -> list[str]:
+    """One spelling per person: ``Alice``/``alice`` or ``admin``/full-width admin are one name."""
+    errors = [
+        f"{where}: '{first}' and '{second}' are two spellings of one name "
+        f"('{normalise_name(first)}'); keep one"
+        for where, names in _name_lists(catalog).items()
+        for first, second in duplicate_spellings(names)
     ]
+    errors += [f"{where}: a name is empty once normalised"
+               for where, names in _name_lists(catalog).items()
+               if any(not normalise_name(n) for n in names)]
+    shared = {normalise_name(s) for s in catalog.identity.shared_accounts}
+    errors += [f"directory.{user}: listed as a shared account"
+               for user in catalog.directory if normalise_name(user) in shared]
+    bound: dict[str, str] = {}
+    for user, entry in catalog.directory.items():
+        if entry.subject is None:
+            continue
+        if entry.subject in bound:
+            errors.append(f"directory.{user}.subject: also the subject of "
+                          f"'{bound[entry.subject]}'; a subject is one person")
+        bound.setdefault(entry.subject, user)
     return errors
 
 
@@ -275,7 +314,7 @@ def to_policy(catalog: Catalog, *, version: str = "") -> Policy:
     }
     workloads = {
         name: WorkloadDef(name=name, target=w.target, account=w.account, roles=tuple(w.roles),
-                          requesters=tuple(w.requesters))
+                          requesters=tuple(w.requesters), subject=w.subject)
         for name, w in catalog.workloads.items()
     }
     return Policy(
@@ -286,10 +325,12 @@ def to_policy(catalog: Catalog, *, version: str = "") -> Policy:
         zones=zones,
         roles=roles,
         approvers={Zone(z): tuple(s) for z, s in catalog.approvers.items()},
-        shared_accounts=frozenset(s.lower() for s in catalog.identity.shared_accounts),
+        shared_accounts=frozenset(normalise_name(s) for s in catalog.identity.shared_accounts),
         mfa_max_age=catalog.identity.mfa.max_age,
         runbooks=runbooks,
         pending_timeout=catalog.pending_timeout,
         workloads=workloads,
         incident_fail_open_zone_a=catalog.incident.fail_open_zone_a,
+        people={normalise_name(name): entry.subject
+                for name, entry in catalog.directory.items() if entry.subject is not None},
     )

@@ -96,6 +96,8 @@ class ZoneConfig(Strict):
 class DirectoryEntry(Strict):
     groups: list[str] = Field(default_factory=list)
     mfa: bool = False
+    # the person's `sub` at the identity issuer: `user:<name>` selectors then match it only
+    subject: str | None = Field(default=None, min_length=1, max_length=255)
 
 
 class TargetConfig(BaseModel):

@@ -34,6 +34,7 @@ from breakglass.domain.model import (
     RequestState,
     ZonePolicy,
 )
+from breakglass.domain.names import legacy_key
 from breakglass.domain.policy import (
     Allowed,
     Decision,
@@ -41,6 +42,7 @@ from breakglass.domain.policy import (
     check_approval,
     check_deadline,
     check_identity,
+    count_approvers,
     max_ttl_for,
 )
 
@@ -79,14 +81,16 @@ class Extension:
     decided_at: datetime | None = None
     end_reason: str = ""
     version: int = 0
+    requester_subject: str = ""
+    """The requester's :attr:`Principal.subject_id`; empty on extensions older than subjects."""
 
-    def approved_by(self, name: str) -> bool:
-        return any(a.approver == name for a in self.approvals)
+    @property
+    def requester_id(self) -> str:
+        return self.requester_subject or legacy_key(self.requester)
 
     @property
     def satisfied(self) -> bool:
-        distinct = {a.approver for a in self.approvals if a.approver != self.requester}
-        return len(distinct) >= self.required
+        return count_approvers(self.approvals, self.requester_id) >= self.required
 
 
 def extension_approvals_required(zone_policy: ZonePolicy) -> int:
@@ -123,7 +127,7 @@ def plan_extension(
     deadline = check_deadline(request, now)
     if isinstance(deadline, Denied):
         return deadline
-    if principal.name != request.requester:
+    if not request.requested_by(principal):
         return Denied("extension.requester_only", "only the requester can extend access")
     identity = check_identity(policy, principal, now, request.zone)
     if isinstance(identity, Denied):
@@ -182,14 +186,15 @@ def check_extension_approval(
     deadline = check_deadline(request, now)
     if isinstance(deadline, Denied):
         return deadline
-    fresh = replace(request, approvals=list(extension.approvals), requester=extension.requester)
+    fresh = replace(request, approvals=list(extension.approvals), requester=extension.requester,
+                    requester_subject=extension.requester_id)
     decision = check_approval(policy, fresh, approver, now)
     if isinstance(decision, Denied):
         return decision
     total = check_max_total(policy, request, extension.ttl)
     if isinstance(total, Denied):
         return total
-    if approver.name == extension.requester:  # only reachable in a zone needing no approval
+    if fresh.may_be_requester(approver):  # only reachable in a zone needing no approval
         return Denied("approval.self", "the requester cannot approve their own extension")
     return Allowed()
 

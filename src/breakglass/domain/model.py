@@ -5,12 +5,20 @@ Pure: no I/O, no clock, no environment. Time always comes in as an argument.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from breakglass.domain.errors import Conflict
+from breakglass.domain.names import (
+    legacy_key,
+    may_be,
+    normalise_name,
+    same_subject,
+    subject_key,
+)
 
 
 class Zone(StrEnum):
@@ -36,7 +44,12 @@ class PrincipalKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """A named human or a workload, as the identity provider vouched for it."""
+    """A named human or a workload, as the identity provider vouched for it.
+
+    The person is ``(issuer, subject)`` (:attr:`subject_id`); ``name`` is the
+    display name, for people to read and for the catalog's ``user:<name>``
+    selectors, never for deciding whether two principals are one person.
+    """
 
     name: str
     kind: PrincipalKind
@@ -44,16 +57,35 @@ class Principal:
     mfa: bool
     auth_time: datetime | None
     amr: tuple[str, ...] = ()
+    issuer: str = ""
+    subject: str = ""
+    """The token's ``sub``; empty only for principals built without a token (a legacy name)."""
+
+    @property
+    def subject_id(self) -> str:
+        """The stable key of this person: issuer and ``sub`` (see :mod:`.names`)."""
+        if not self.subject:
+            return legacy_key(self.name)
+        return subject_key(self.issuer, self.subject)
 
     @property
     def teams(self) -> frozenset[str]:
         return frozenset(g.removeprefix("team:") for g in self.groups if g.startswith("team:"))
 
-    def matches(self, selector: str) -> bool:
-        """``group:<g>`` matches a group member, ``user:<u>`` (or a bare name) one principal."""
+    def matches(self, selector: str, people: Mapping[str, str] | None = None) -> bool:
+        """``group:<g>`` matches a group member, ``user:<u>`` (or a bare name) one person.
+
+        A name the catalog binds to a subject (``people``: normalised name to
+        ``sub``) matches that human's subject only; otherwise the normalised
+        display name.
+        """
         if selector.startswith("group:"):
             return selector.removeprefix("group:") in self.groups
-        return selector.removeprefix("user:") == self.name
+        wanted = normalise_name(selector.removeprefix("user:"))
+        bound = (people or {}).get(wanted)
+        if bound is not None:
+            return self.kind is PrincipalKind.HUMAN and self.subject == bound
+        return normalise_name(self.name) == wanted
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +136,8 @@ class WorkloadDef:
     """Roles whose privileges may be added to the account; empty: every role on its target."""
     requesters: tuple[str, ...] = ()
     """Humans who may request an override on the workload's behalf."""
+    subject: str = ""
+    """The ``sub`` of the workload's identity token (``workloads.<name>.subject``)."""
 
     def allows_role(self, role: RoleDef) -> bool:
         return role.target == self.target and (not self.roles or role.name in self.roles)
@@ -120,6 +154,7 @@ class Policy:
     roles: dict[str, RoleDef]
     approvers: dict[Zone, tuple[str, ...]]
     shared_accounts: frozenset[str]
+    """Normalised names (:func:`~breakglass.domain.names.normalise_name`) of shared accounts."""
     mfa_max_age: timedelta
     runbooks: dict[str, Runbook] = field(default_factory=dict)
     pending_timeout: timedelta = timedelta(hours=1)
@@ -128,6 +163,12 @@ class Policy:
     """When the incident system cannot be reached, zone A requests go ahead (logged)."""
     version: str = ""
     """SHA-256 (hex) of the catalog text this policy was read from; recorded with requests."""
+    people: Mapping[str, str] = field(default_factory=dict)
+    """Directory people bound to a subject: normalised name to the token's ``sub``."""
+
+    def selects(self, principal: Principal, selectors: tuple[str, ...] | list[str]) -> bool:
+        """Does any selector name this principal (by group, bound subject or name)?"""
+        return any(principal.matches(s, self.people) for s in selectors)
 
 
 PENDING_TIMEOUT_REASON = "no decision before the pending timeout"
@@ -181,6 +222,12 @@ class Approval:
     mfa: bool
     at: datetime
     comment: str = ""
+    approver_subject: str = ""
+    """The approver's :attr:`Principal.subject_id`; empty on approvals older than subjects."""
+
+    @property
+    def approver_id(self) -> str:
+        return self.approver_subject or legacy_key(self.approver)
 
 
 @dataclass(slots=True)
@@ -212,6 +259,12 @@ class AccessRequest:
     end_reason: str = ""
     end_state: RequestState | None = None
     version: int = 0
+    requester_subject: str = ""
+    """The requester's :attr:`Principal.subject_id`; empty on requests older than subjects."""
+
+    @property
+    def requester_id(self) -> str:
+        return self.requester_subject or legacy_key(self.requester)
 
     def transition(self, new: RequestState) -> None:
         if new not in _TRANSITIONS.get(self.state, frozenset()):
@@ -248,8 +301,18 @@ class AccessRequest:
         self.transition(RequestState.EXPIRED)
         self.ended_at, self.end_reason = now, PENDING_TIMEOUT_REASON
 
-    def approved_by(self, name: str) -> bool:
-        return any(a.approver == name for a in self.approvals)
+    def approved_by(self, principal: Principal) -> bool:
+        """Has this person approved already (legacy approvals: by their normalised name)?"""
+        return any(may_be(principal.subject_id, principal.name, a.approver_id)
+                   for a in self.approvals)
+
+    def requested_by(self, principal: Principal) -> bool:
+        """Is ``principal`` the requester? Same subject only: this grants requester rights."""
+        return same_subject(principal.subject_id, self.requester_id)
+
+    def may_be_requester(self, principal: Principal) -> bool:
+        """Might ``principal`` be the requester? For refusals (self-approval) only."""
+        return may_be(principal.subject_id, principal.name, self.requester_id)
 
 
 class GrantState(StrEnum):

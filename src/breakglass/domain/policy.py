@@ -8,12 +8,14 @@ names the rule (``incident.pattern``, ``approval.same_team``, ...), and its
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from breakglass.domain.durations import format_duration
 from breakglass.domain.model import (
     AccessRequest,
+    Approval,
     Policy,
     Principal,
     PrincipalKind,
@@ -24,6 +26,7 @@ from breakglass.domain.model import (
     ZonePolicy,
     highest_zone,
 )
+from breakglass.domain.names import legacy_name, normalise_name, same_subject
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,7 @@ class RequestPlan:
 
 def check_identity(policy: Policy, principal: Principal, now: datetime, zone: Zone) -> Decision:
     """S2.1 named principals only; S2.6 MFA (with freshness) where the zone requires it."""
-    if not principal.name or principal.name.lower() in policy.shared_accounts:
+    if is_shared_account(policy, principal):
         return Denied("identity.shared_account", f"'{principal.name}' is a shared account")
     zone_policy = policy.zones[zone]
     if principal.kind is PrincipalKind.HUMAN and zone_policy.require_mfa and zone.rank > 0:
@@ -65,6 +68,15 @@ def check_identity(policy: Policy, principal: Principal, now: datetime, zone: Zo
                 f"MFA older than {format_duration(policy.mfa_max_age)}: re-authenticate with MFA",
             )
     return Allowed()
+
+
+def is_shared_account(policy: Policy, principal: Principal) -> bool:
+    """A shared account by display name or ``sub``, in any spelling (``Admin``, full-width)."""
+    names = [principal.name, principal.subject]
+    if not principal.subject:  # a legacy principal: its key carries the name
+        names.append(legacy_name(principal.subject_id) or "")
+    spelled = {normalise_name(n) for n in names if n}
+    return not normalise_name(principal.name) or bool(spelled & policy.shared_accounts)
 
 
 def plan_request(
@@ -112,7 +124,7 @@ def plan_request(
     identity = check_identity(policy, principal, now, zone)
     if isinstance(identity, Denied):
         return identity
-    who = check_requester(principal, roles, workload)
+    who = check_requester(principal, roles, workload, policy.people)
     if isinstance(who, Denied):
         return who
     allowed_ttl = max_ttl_for(policy.zones[zone], roles)
@@ -141,7 +153,10 @@ def workload_for(
 
 
 def check_requester(
-    principal: Principal, roles: tuple[RoleDef, ...], workload: WorkloadDef | None
+    principal: Principal,
+    roles: tuple[RoleDef, ...],
+    workload: WorkloadDef | None,
+    people: Mapping[str, str] | None = None,
 ) -> Decision:
     """Who may ask: the roles' requesters always; for an override, also the workload's rules.
 
@@ -149,7 +164,7 @@ def check_requester(
     requesters; a human asks for a workload only when the workload lists them.
     """
     for role in roles:
-        if not any(principal.matches(sel) for sel in role.requesters):
+        if not any(principal.matches(sel, people) for sel in role.requesters):
             return Denied(
                 "role.requesters",
                 f"'{principal.name}' may not request {role.name} (allowed: "
@@ -167,13 +182,14 @@ def check_requester(
                 f"{', '.join(workload.roles) or 'roles on target ' + workload.target})",
             )
     if principal.kind is PrincipalKind.WORKLOAD:
-        if principal.name != workload.name:
+        if principal.name != workload.name or (
+                workload.subject and principal.subject != workload.subject):
             return Denied(
                 "workload.not_self",
                 f"workload {principal.name} cannot request for workload {workload.name}",
             )
         return Allowed()
-    if not any(principal.matches(sel) for sel in workload.requesters):
+    if not any(principal.matches(sel, people) for sel in workload.requesters):
         return Denied(
             "workload.requesters",
             f"'{principal.name}' may not request for workload {workload.name} (allowed: "
@@ -226,15 +242,14 @@ def check_approval(
         return Denied(identity.rule.replace("identity.", "approval."), identity.reason)
     if approver.kind is not PrincipalKind.HUMAN:
         return Denied("approval.workload", "a workload cannot approve")
-    is_self = approver.name == request.requester
-    if is_self:
+    if request.may_be_requester(approver):
         if zone_policy.self_approval and zone_policy.approvals == 0:
             return Allowed()
         return Denied("approval.self", "the requester cannot approve their own request")
-    if request.approved_by(approver.name):
+    if request.approved_by(approver):
         return Denied("approval.duplicate", f"{approver.name} has already approved")
     eligible = policy.approvers.get(request.zone, ())
-    if zone_policy.approvals > 0 and eligible and not any(approver.matches(s) for s in eligible):
+    if zone_policy.approvals > 0 and eligible and not policy.selects(approver, eligible):
         return Denied(
             "approval.not_approver",
             f"{approver.name} is not an approver for zone {request.zone} "
@@ -251,8 +266,28 @@ def check_approval(
 
 
 def approvals_satisfied(policy: Policy, request: AccessRequest) -> bool:
-    distinct = {a.approver for a in request.approvals if a.approver != request.requester}
-    return len(distinct) >= required_approvals(policy, request)
+    return count_approvers(request.approvals, request.requester_id) >= required_approvals(
+        policy, request)
+
+
+def count_approvers(approvals: list[Approval], requester_id: str) -> int:
+    """Distinct people (by subject) among the approvals, the requester never counted."""
+    people: list[str] = []
+    for approval in approvals:
+        key = approval.approver_id
+        if not same_subject(key, requester_id) and not any(same_subject(key, p) for p in people):
+            people.append(key)
+    return len(people)
+
+
+def may_revoke(policy: Policy, principal: Principal, request: AccessRequest) -> bool:
+    """The requester (same subject) or an approver of the request's zone."""
+    return request.requested_by(principal) or policy.selects(
+        principal, policy.approvers.get(request.zone, ()))
+
+
+def is_any_approver(policy: Policy, principal: Principal) -> bool:
+    return any(policy.selects(principal, sels) for sels in policy.approvers.values())
 
 
 def runbook_applies(
@@ -269,6 +304,6 @@ def runbook_applies(
         return Denied("runbook.roles", f"runbook {runbook_id} does not cover {', '.join(outside)}")
     if runbook.reason_codes and reason not in runbook.reason_codes:
         return Denied("runbook.reason", f"runbook {runbook_id} does not cover reason '{reason}'")
-    if runbook.requesters and not any(principal.matches(s) for s in runbook.requesters):
+    if runbook.requesters and not policy.selects(principal, runbook.requesters):
         return Denied("runbook.requesters", f"runbook {runbook_id} does not cover {principal.name}")
     return Allowed()

@@ -8,11 +8,17 @@ tokens, through a :class:`~breakglass.identity.jwks.StaticKeySource`, so the
 dev path exercises the production verification code.
 
 A restart generates a new key: every token issued before it stops working.
+
+Each user's ``sub`` is the directory entry's ``subject`` or, without one, a
+stable opaque ID derived from the username (:func:`dev_subject`), never the
+username itself: the broker decides who is who by ``sub``, and the dev path
+must exercise that rule, not hide it.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -37,6 +43,11 @@ class DirectoryEntryLike(Protocol):
 
     @property
     def mfa(self) -> bool: ...
+
+
+def dev_subject(username: str) -> str:
+    """The dev issuer's stable ``sub`` for a username without a directory ``subject``."""
+    return "dev-" + hashlib.sha256(("breakglass-dev:" + username).encode()).hexdigest()[:24]
 
 
 def _b64url(raw: bytes) -> str:
@@ -73,14 +84,22 @@ class DevIssuer:
         entry: DirectoryEntryLike | Mapping[str, Any],
         now: datetime,
         ttl: timedelta = DEFAULT_TTL,
+        *,
+        subject: str | None = None,
     ) -> str:
-        """A human's access token; MFA as the directory says, authenticated ``now``."""
+        """A human's access token; MFA as the directory says, authenticated ``now``.
+
+        ``sub`` is ``subject``, else the entry's ``subject``, else :func:`dev_subject`.
+        """
         if isinstance(entry, Mapping):
             groups, mfa = list(entry.get("groups", ())), bool(entry.get("mfa", False))
+            bound = entry.get("subject")
         else:
             groups, mfa = list(entry.groups), bool(entry.mfa)
+            bound = getattr(entry, "subject", None)
         claims = {
-            "sub": username,
+            "sub": subject or (bound if isinstance(bound, str) and bound else None)
+            or dev_subject(username),
             "preferred_username": username,
             self.groups_claim: groups,
             "amr": ["mfa"] if mfa else ["pwd"],

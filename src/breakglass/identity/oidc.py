@@ -12,6 +12,9 @@ configured), a ``kid`` the issuer really publishes, an algorithm that fits
 that key, no ``crit`` extensions. Only then does PyJWT check the signature,
 and the claims are checked against the injected clock.
 
+A person is the token's issuer and ``sub`` (:attr:`Principal.subject_id`);
+``preferred_username`` is only their display name.
+
 Humans and workloads are separate tracks: a token whose issuer and subject
 belong to a configured workload is never accepted as a human, a
 client-credentials token (``sub`` equal to ``client_id``) is never a human,
@@ -45,6 +48,7 @@ SUPPORTED_ALGORITHMS = frozenset(
 MAX_TOKEN_CHARS = 16 * 1024
 MAX_HEADER_BYTES = 8 * 1024
 MAX_KID_CHARS = 256
+MAX_SUBJECT_CHARS = 255
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _TOKEN_TYPES = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 _FORBIDDEN_HEADERS = ("b64", "zip", "enc")
@@ -194,7 +198,7 @@ class TokenVerifier:
         if claims.get("client_id") is not None and claims.get("client_id") == claims["sub"]:
             raise _refuse("a client-credentials token cannot act as a human", "workload_as_human")
         name = claims.get("preferred_username")
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str) or not name.strip():
             name = claims["sub"]
         amr = _strings(claims, "amr")
         return Principal(
@@ -204,6 +208,8 @@ class TokenVerifier:
             mfa=bool(self.mfa_amr_any_of.intersection(amr)),
             auth_time=_instant(claims, "auth_time"),
             amr=amr,
+            issuer=claims["iss"],
+            subject=claims["sub"],
         )
 
     def verify_workload(
@@ -224,6 +230,8 @@ class TokenVerifier:
             groups=frozenset(),
             mfa=False,
             auth_time=None,
+            issuer=issuer,
+            subject=subject,
         )
 
     def authenticate(self, token: str) -> Principal:
@@ -307,6 +315,9 @@ class TokenVerifier:
                 raise _refuse(f"token has no {name!r} claim", "missing_claim")
         if not isinstance(claims["sub"], str) or not claims["sub"]:
             raise _refuse("claim 'sub' is not a string", "malformed_claim")
+        if len(claims["sub"]) > MAX_SUBJECT_CHARS:  # OIDC Core 2: at most 255 characters
+            raise _refuse(f"claim 'sub' is longer than {MAX_SUBJECT_CHARS} characters",
+                          "malformed_claim")
         if audience not in _strings(claims, "aud"):
             raise _refuse("token is meant for another audience", "wrong_audience")
         now = self._clock().timestamp()

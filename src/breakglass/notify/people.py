@@ -19,17 +19,23 @@ from breakglass.domain.model import (
     RequestState,
     Zone,
 )
+from breakglass.domain.names import normalise_name
 from breakglass.domain.policy import Allowed, check_approval
 
 
 def directory_people(catalog: Catalog, now: datetime) -> list[Principal]:
-    """The directory as principals that authenticated with their usual MFA just now."""
-    shared = {s.lower() for s in catalog.identity.shared_accounts}
+    """The directory as principals that authenticated with their usual MFA just now.
+
+    A person bound to a ``subject`` is that subject at the catalog's issuer.
+    """
+    shared = {normalise_name(s) for s in catalog.identity.shared_accounts}
+    issuer = catalog.identity.issuer or ""
     return [
         Principal(name=name, kind=PrincipalKind.HUMAN, groups=frozenset(entry.groups),
-                  mfa=entry.mfa, auth_time=now, amr=("mfa",) if entry.mfa else ())
+                  mfa=entry.mfa, auth_time=now, amr=("mfa",) if entry.mfa else (),
+                  issuer=issuer if entry.subject else "", subject=entry.subject or "")
         for name, entry in sorted(catalog.directory.items())
-        if name.lower() not in shared
+        if normalise_name(name) not in shared
     ]
 
 
@@ -40,7 +46,8 @@ def eligible_approvers(
     fresh = dataclasses.replace(req, approvals=[], state=RequestState.PENDING)
     return [
         p.name for p in directory_people(catalog, now)
-        if p.name != req.requester and isinstance(check_approval(policy, fresh, p, now), Allowed)
+        if not fresh.may_be_requester(p)
+        and isinstance(check_approval(policy, fresh, p, now), Allowed)
     ]
 
 
@@ -61,7 +68,7 @@ def review_candidates(
     selectors = reviewer_selectors(catalog, policy, zone)
     return [
         p.name for p in directory_people(catalog, now)
-        if p.name != requester
+        if normalise_name(p.name) != normalise_name(requester)
         and not (p.teams & requester_teams)
-        and any(p.matches(s) for s in selectors)
+        and policy.selects(p, selectors)
     ]

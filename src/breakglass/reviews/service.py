@@ -16,6 +16,7 @@ from breakglass.catalog.loader import LoadedCatalog
 from breakglass.domain.errors import InvalidInput, PolicyRefused
 from breakglass.domain.events import EventTag
 from breakglass.domain.model import Principal, Zone
+from breakglass.domain.names import normalise_name
 from breakglass.notify.people import reviewer_selectors
 from breakglass.reviews.model import Review, ReviewState, Task, TaskState
 from breakglass.reviews.store import ReviewStore
@@ -131,7 +132,7 @@ class ReviewService:
             review = store.get(store.review_of_task(task_id), for_update=True)
             task = next(t for t in review.tasks if t.id == task_id)
             refusal: tuple[str, str] | None = None
-            if principal.name not in (task.owner, review.reviewer):
+            if not _named(principal, task.owner, review.reviewer):
                 refusal = ("review.task_owner_only",
                            "only the task's owner or the reviewer can close it")
             elif task.state is TaskState.CLOSED:
@@ -167,14 +168,14 @@ class ReviewService:
     # -- helpers ----------------------------------------------------------------------
 
     def _may_review(self, principal: Principal, review: Review) -> tuple[str, str] | None:
-        if principal.name == review.requester:
+        if _named(principal, review.requester):
             return ("review.own_access", "nobody reviews their own emergency access")
-        if review.reviewer is not None and principal.name != review.reviewer:
+        if review.reviewer is not None and not _named(principal, review.reviewer):
             return ("review.reviewer_only", f"review {review.id} is assigned to "
                     f"{review.reviewer}")
         if review.reviewer is None:  # nobody was assigned: any eligible reviewer may take it
             selectors = reviewer_selectors(self._catalog, self._policy, Zone(review.zone))
-            if not any(principal.matches(s) for s in selectors) or (
+            if not self._policy.selects(principal, selectors) or (
                     principal.teams & review.requester_teams):
                 return ("review.not_eligible", "reviewers come from the reviewer groups, "
                         "outside the requester's team")
@@ -221,3 +222,9 @@ class ReviewService:
                               zone=review.zone, rule=rule, reason=reason,
                               payload={"review": review.id})
         raise PolicyRefused(reason, rule=rule)
+
+
+def _named(principal: Principal, *names: str | None) -> bool:
+    """Is the principal one of these directory names (normalised: ``Alice`` is ``alice``)?"""
+    mine = normalise_name(principal.name)
+    return any(name is not None and normalise_name(name) == mine for name in names)

@@ -37,7 +37,7 @@ from breakglass.service.activation import Activator
 from breakglass.service.extensions import Extender
 from breakglass.service.incidents import IncidentDirectory, IncidentGate
 from breakglass.service.ports import Clock, SecretBox
-from breakglass.service.recording import record
+from breakglass.service.recording import Actor, actor_name, actor_payload, record
 from breakglass.service.revocation import Revoker, ended_by_another
 from breakglass.storage.events import Event, iter_events
 from breakglass.storage.uow import UnitOfWork, UnitOfWorkFactory
@@ -103,7 +103,7 @@ class Broker:
         with self._uow() as uow:
             uow.events.append(
                 ts=self._clock.now(),
-                actor=principal.name if principal else "anonymous",
+                actor=actor_name(principal) if principal else "anonymous",
                 action=tag,
                 outcome="denied",
                 request_id=request.id if request else None,
@@ -111,7 +111,7 @@ class Broker:
                 zone=request.zone.value if request else None,
                 rule=denied.rule,
                 reason=denied.reason,
-                payload=payload,
+                payload=actor_payload(principal, payload),
             )
         raise PolicyRefused(denied.reason, rule=denied.rule)
 
@@ -167,6 +167,7 @@ class Broker:
         req = AccessRequest(
             id=new_request_id(),
             requester=principal.name,
+            requester_subject=principal.subject_id,
             requester_kind=principal.kind,
             requester_teams=principal.teams,
             roles=tuple(r.name for r in plan.roles),
@@ -186,7 +187,7 @@ class Broker:
         auto = runbook is not None or zone_policy.approvals == 0
         with self._uow() as uow:
             uow.requests.add(req)
-            self._event(uow, req, principal.name, EventTag.REQUEST_CREATED, payload={
+            self._event(uow, req, principal, EventTag.REQUEST_CREATED, payload={
                 "roles": list(req.roles),
                 "ttl_seconds": int(req.ttl.total_seconds()),
                 "environment": req.environment,
@@ -198,7 +199,7 @@ class Broker:
             })
             if auto:
                 how = f"runbook {runbook}" if runbook else "self-approval (zone allows it)"
-                self._event(uow, req, principal.name, EventTag.REQUEST_AUTO_APPROVED,
+                self._event(uow, req, principal, EventTag.REQUEST_AUTO_APPROVED,
                             reason=how, payload={"runbook": runbook})
                 self._begin_activation(uow, req, now)
         if auto:
@@ -218,10 +219,11 @@ class Broker:
                 decision = rules.check_approval(self.policy, req, principal, now)
                 denied = decision if isinstance(decision, rules.Denied) else None
             if denied is None:
-                approval = Approval(principal.name, principal.teams, principal.mfa, now, comment)
+                approval = Approval(principal.name, principal.teams, principal.mfa, now, comment,
+                                    approver_subject=principal.subject_id)
                 uow.requests.add_approval(req.id, approval)
                 req.approvals.append(approval)
-                self._event(uow, req, principal.name, EventTag.APPROVAL_ADDED, reason=comment,
+                self._event(uow, req, principal, EventTag.APPROVAL_ADDED, reason=comment,
                             payload={"approvals": len(req.approvals),
                                      "required": rules.required_approvals(self.policy, req)})
                 activate = rules.approvals_satisfied(self.policy, req)
@@ -254,7 +256,7 @@ class Broker:
                 uow.requests.save(req)
                 tag = EventTag.REQUEST_DENIED if state is RequestState.DENIED else (
                     EventTag.REQUEST_CANCELLED)
-                self._event(uow, req, principal.name, tag, reason=comment)
+                self._event(uow, req, principal, tag, reason=comment)
         if denied is not None:
             self._refuse(principal, EventTag.ACTION_REFUSED, denied, request=req)
         return self.view(req.id)
@@ -268,10 +270,10 @@ class Broker:
         if isinstance(deadline, rules.Denied):
             return deadline
         if state is RequestState.CANCELLED:
-            if principal.name != req.requester:
+            if not req.requested_by(principal):
                 return rules.Denied("cancel.requester_only", "only the requester can cancel")
             return None
-        if principal.name == req.requester:
+        if req.requested_by(principal):
             return None  # withdrawing one's own request is always allowed
         decision = rules.check_approval(self.policy, req, principal, self._clock.now())
         return decision if isinstance(decision, rules.Denied) else None
@@ -282,8 +284,7 @@ class Broker:
         repeating one's own finished revocation is refused."""
         with self._uow() as uow:
             req = uow.requests.get(request_id)
-        eligible = self.policy.approvers.get(req.zone, ())
-        if principal.name != req.requester and not any(principal.matches(s) for s in eligible):
+        if not rules.may_revoke(self.policy, principal, req):
             self._refuse(principal, EventTag.ACTION_REFUSED, rules.Denied(
                 "revoke.not_allowed", "only the requester or an approver of the zone can revoke"),
                 request=req)
@@ -295,7 +296,7 @@ class Broker:
             self._refuse(principal, EventTag.ACTION_REFUSED, rules.Denied(
                 "lifecycle.not_active", f"request {req.id} is {req.state}"), request=req)
         if not ended:
-            self.end_access(req.id, RequestState.REVOKED, principal.name,
+            self.end_access(req.id, RequestState.REVOKED, principal,
                             by + (f": {reason}" if reason else ""))
         view = self.view(req.id)
         if view.request.end_reason != by + (f": {reason}" if reason else ""):
@@ -309,7 +310,7 @@ class Broker:
             req = uow.requests.get(request_id)
             denied: rules.Denied | None = None
             found: list[dict[str, Any]] = []
-            if principal.name != req.requester:
+            if not req.requested_by(principal):
                 denied = rules.Denied("credentials.requester_only",
                                       "only the requester can fetch the credentials")
             elif req.state is not RequestState.ACTIVE:
@@ -323,7 +324,7 @@ class Broker:
                         secret = json.loads(self._box.open(sealed))
                         found.append({"grant": grant.id, "role": grant.role,
                                       "target": grant.target, **secret})
-                        self._event(uow, req, principal.name, EventTag.CREDENTIAL_VIEWED,
+                        self._event(uow, req, principal, EventTag.CREDENTIAL_VIEWED,
                                     grant_id=grant.id, ts=now)
                 if not found:
                     denied = rules.Denied("credentials.shown_once",
@@ -340,7 +341,7 @@ class Broker:
     def _activate(self, request_id: str) -> None:
         self.activator.activate(request_id)
 
-    def end_access(self, request_id: str, final: RequestState, actor: str, reason: str) -> bool:
+    def end_access(self, request_id: str, final: RequestState, actor: Actor, reason: str) -> bool:
         return self.revoker.end_access(request_id, final, actor, reason)
 
     def expire_due(self) -> int:
@@ -350,14 +351,14 @@ class Broker:
         return self.revoker.recover(older_than)
 
     def close_incident(self, principal: Principal, incident: str) -> list[str]:
-        if not any(principal.matches(s) for sels in self.policy.approvers.values() for s in sels):
+        if not rules.is_any_approver(self.policy, principal):
             self._refuse(principal, EventTag.ACTION_REFUSED, rules.Denied(
                 "incident.close_not_allowed", "only an approver can close an incident's access"),
                 incident=incident)
-        return self.revoker.close_incident(incident, principal.name)
+        return self.revoker.close_incident(incident, principal)
 
     def inventory(self, principal: Principal, target: str | None) -> list[StandingPrivilege]:
-        if not any(principal.matches(s) for sels in self.policy.approvers.values() for s in sels):
+        if not rules.is_any_approver(self.policy, principal):
             self._refuse(principal, EventTag.ACTION_REFUSED, rules.Denied(
                 "inventory.not_allowed",
                 "only approvers can read the standing-privilege inventory"))
@@ -423,7 +424,7 @@ class Broker:
         if denied is not None and req.state is RequestState.PENDING:
             self._refuse(principal, EventTag.APPROVAL_REFUSED, denied, request=req)
 
-    def _event(self, uow: UnitOfWork, req: AccessRequest, actor: str, tag: EventTag,
+    def _event(self, uow: UnitOfWork, req: AccessRequest, actor: Actor, tag: EventTag,
                **kwargs: Any) -> None:
         record(uow, kwargs.pop("ts", None) or self._clock.now(), req, actor, tag, **kwargs)
 

@@ -36,10 +36,11 @@ from breakglass.domain.model import (
     Principal,
     RequestState,
 )
+from breakglass.domain.names import same_subject
 from breakglass.domain.policy import Denied, check_deadline
 from breakglass.service.incidents import IncidentGate
 from breakglass.service.ports import Clock
-from breakglass.service.recording import record
+from breakglass.service.recording import actor_payload, record
 from breakglass.storage import tables as t
 from breakglass.storage.extensions import (
     ExtensionRepository,
@@ -106,19 +107,20 @@ class Extender:
                                         pending=bool(repo.open_for(req.id)))
             if not isinstance(plan, Denied):
                 ext = Extension(id=new_extension_id(), request_id=req.id,
-                                requester=principal.name, ttl=plan.ttl,
+                                requester=principal.name,
+                                requester_subject=principal.subject_id, ttl=plan.ttl,
                                 justification=justification, created_at=now,
                                 required=plan.required, expires_before=plan.expires_before,
                                 expires_after=plan.expires_after)
                 repo.add(ext)
-                record(uow, now, req, principal.name, EventTag.EXTENSION_REQUESTED,
+                record(uow, now, req, principal, EventTag.EXTENSION_REQUESTED,
                        reason=justification, payload={
                            "extension": ext.id, "ttl_seconds": int(plan.ttl.total_seconds()),
                            "expires_at": plan.expires_before.isoformat(),
                            "expires_after": plan.expires_after.isoformat(),
                            "required": plan.required})
                 if plan.required == 0:
-                    record(uow, now, req, principal.name, EventTag.EXTENSION_AUTO_APPROVED,
+                    record(uow, now, req, principal, EventTag.EXTENSION_AUTO_APPROVED,
                            reason="self-approval (zone allows it)",
                            payload={"extension": ext.id})
                     self._approved(repo, req, ext, now)
@@ -144,10 +146,11 @@ class Extender:
             ext = repo.get(request_id, extension_id, for_update=True)
             decision = rules.check_extension_approval(self._policy, req, ext, principal, now)
             if not isinstance(decision, Denied):
-                approval = Approval(principal.name, principal.teams, principal.mfa, now, comment)
+                approval = Approval(principal.name, principal.teams, principal.mfa, now, comment,
+                                    approver_subject=principal.subject_id)
                 repo.add_approval(ext.id, approval)
                 ext.approvals.append(approval)
-                record(uow, now, req, principal.name, EventTag.EXTENSION_APPROVAL_ADDED,
+                record(uow, now, req, principal, EventTag.EXTENSION_APPROVAL_ADDED,
                        reason=comment, payload={"extension": ext.id,
                                                 "approvals": len(ext.approvals),
                                                 "required": ext.required})
@@ -170,7 +173,7 @@ class Extender:
             repo = ExtensionRepository(uow.connection)
             ext = repo.get(request_id, extension_id, for_update=True)
             decision: Denied | None = None
-            if principal.name != ext.requester:
+            if not same_subject(principal.subject_id, ext.requester_id):
                 found = rules.check_extension_approval(self._policy, req, ext, principal, now)
                 decision = found if isinstance(found, Denied) else None
             elif ext.state is not ExtensionState.PENDING:
@@ -180,7 +183,7 @@ class Extender:
             if decision is None:
                 ext.state, ext.decided_at, ext.end_reason = ExtensionState.DENIED, now, comment
                 repo.save(ext)
-                record(uow, now, req, principal.name, EventTag.EXTENSION_DENIED, reason=comment,
+                record(uow, now, req, principal, EventTag.EXTENSION_DENIED, reason=comment,
                        payload={"extension": ext.id})
         if decision is not None:
             self._refuse(principal, EventTag.EXTENSION_APPROVAL_REFUSED, decision, req,
@@ -331,7 +334,7 @@ class Extender:
             uow.events.append(ts=self._clock.now(), actor=principal.name, action=tag,
                               outcome="denied", request_id=req.id, incident=req.incident,
                               zone=req.zone.value, rule=denied.rule, reason=denied.reason,
-                              payload=payload)
+                              payload=actor_payload(principal, payload))
         raise PolicyRefused(denied.reason, rule=denied.rule)
 
 

@@ -20,7 +20,7 @@ from breakglass.domain.events import EventTag
 from breakglass.domain.model import AccessRequest, Grant, GrantState, Policy, RequestState
 from breakglass.service import crashpoints
 from breakglass.service.ports import Clock
-from breakglass.service.recording import record
+from breakglass.service.recording import Actor, actor_name, record
 from breakglass.storage.uow import UnitOfWorkFactory
 
 LEASE = timedelta(seconds=30)
@@ -68,7 +68,7 @@ class Revoker:
             return str(exc)
         return None
 
-    def end_access(self, request_id: str, final: RequestState, actor: str, reason: str,
+    def end_access(self, request_id: str, final: RequestState, actor: Actor, reason: str,
                    *, announce: bool = True) -> bool:
         """Revoke every grant of one request; True when all are gone (or nothing to do).
 
@@ -107,7 +107,7 @@ class Revoker:
         return lease_owner == self.owner or (lease_owner.startswith(self.owner + "/")
                                              and not lease_owner.startswith(self._run))
 
-    def _finish(self, request_id: str, holder: str, actor: str,
+    def _finish(self, request_id: str, holder: str, actor: Actor,
                 outcomes: list[tuple[Grant, str | None]], announce: bool) -> bool:
         now = self._clock.now()
         with self._uow() as uow:
@@ -233,13 +233,13 @@ class Revoker:
                 rolled_back += 1
         return rolled_back
 
-    def close_incident(self, incident: str, actor: str) -> list[str]:
+    def close_incident(self, incident: str, actor: Actor) -> list[str]:
         """Revoke every active request of an incident, both tracks, at once."""
         with self._uow() as uow:
             ids = uow.requests.active_for_incident(incident)
         for request_id in ids:
             self.end_access(request_id, RequestState.REVOKED, actor,
-                            f"incident {incident} closed by {actor}")
+                            f"incident {incident} closed by {actor_name(actor)}")
         return ids
 
 

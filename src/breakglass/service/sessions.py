@@ -48,7 +48,8 @@ class SessionLog:
         exp = float(claims["exp"])  # verified: a number, not in the past
         expires = datetime.fromtimestamp(min(exp, now.timestamp() + MAX_REMEMBERED), UTC)
         with self._uow() as uow:
-            if uow.sessions.first_use(digest, principal.name, now, expires):
+            if uow.sessions.first_use(digest, principal.name, now, expires,
+                                      subject=principal.subject_id):
                 uow.events.append(ts=now, actor=principal.name, action=EventTag.SESSION_STARTED,
                                   payload=_session(claims, principal, channel, expires))
         with self._lock:
@@ -69,6 +70,7 @@ def _session(claims: dict[str, object], principal: Principal, channel: str,
         "kind": principal.kind.value,
         "issuer": text("iss"),
         "subject": text("sub"),
+        "actor_subject": principal.subject_id,
         "token_id": text("jti"),
         "mfa": principal.mfa,
         "amr": [a[:MAX_CLAIM_CHARS] for a in principal.amr],

@@ -17,6 +17,7 @@ def _values(ext: Extension) -> dict[str, Any]:
     return {
         "request_id": ext.request_id,
         "requester": ext.requester,
+        "requester_subject": ext.requester_id,
         "ttl_seconds": int(ext.ttl.total_seconds()),
         "justification": ext.justification,
         "created_at": ext.created_at,
@@ -70,14 +71,15 @@ class ExtensionRepository:
 
     def add_approval(self, extension_id: str, approval: Approval) -> None:
         self._conn.execute(insert(t.extension_approvals).values(
-            extension_id=extension_id, approver=approval.approver, teams=sorted(approval.teams),
+            extension_id=extension_id, approver=approval.approver,
+            approver_subject=approval.approver_id, teams=sorted(approval.teams),
             mfa=approval.mfa, at=approval.at, comment=approval.comment))
 
     def _load(self, row: Any) -> Extension:
         a = t.extension_approvals.c
         approvals = [
             Approval(approver=r.approver, teams=frozenset(r.teams), mfa=r.mfa, at=r.at,
-                     comment=r.comment)
+                     comment=r.comment, approver_subject=r.approver_subject)
             for r in self._conn.execute(
                 select(t.extension_approvals).where(a.extension_id == row.id).order_by(a.id))
         ]
@@ -88,6 +90,7 @@ class ExtensionRepository:
             expires_before=row.expires_before, state=ExtensionState(row.state),
             approvals=approvals, expires_after=row.expires_after, decided_at=row.decided_at,
             end_reason=row.end_reason, version=row.version,
+            requester_subject=row.requester_subject,
         )
 
 

@@ -48,12 +48,14 @@ def _request_from_row(row: Any, approvals: list[Approval]) -> AccessRequest:
         end_reason=row.end_reason,
         end_state=RequestState(row.end_state) if row.end_state else None,
         version=row.version,
+        requester_subject=row.requester_subject,
     )
 
 
 def _request_values(req: AccessRequest) -> dict[str, Any]:
     return {
         "requester": req.requester,
+        "requester_subject": req.requester_id,
         "requester_kind": req.requester_kind.value,
         "requester_teams": sorted(req.requester_teams),
         "roles": list(req.roles),
@@ -117,6 +119,7 @@ class RequestRepository(RequestLeases):
                 mfa=a.mfa,
                 at=a.at,
                 comment=a.comment,
+                approver_subject=a.approver_subject,
             )
             for a in rows
         ]
@@ -135,6 +138,7 @@ class RequestRepository(RequestLeases):
         self._conn.execute(_ADD_APPROVAL, {
             "request_id": request_id,
             "approver": approval.approver,
+            "approver_subject": approval.approver_id,
             "teams": sorted(approval.teams),
             "mfa": approval.mfa,
             "at": approval.at,
@@ -147,8 +151,10 @@ class RequestRepository(RequestLeases):
         state: str | None = None,
         incident: str | None = None,
         requester: str | None = None,
+        requester_subject: str | None = None,
         limit: int = 200,
     ) -> list[AccessRequest]:
+        """Newest first; ``requester`` is a display name, ``requester_subject`` a person."""
         query = select(t.requests.c.id).order_by(t.requests.c.created_at.desc()).limit(limit)
         if state:
             query = query.where(t.requests.c.state == state)
@@ -156,6 +162,8 @@ class RequestRepository(RequestLeases):
             query = query.where(t.requests.c.incident == incident)
         if requester:
             query = query.where(t.requests.c.requester == requester)
+        if requester_subject:
+            query = query.where(t.requests.c.requester_subject == requester_subject)
         return [self.get(r.id) for r in self._conn.execute(query).all()]
 
     def pending_timed_out(self, now: datetime, limit: int = 100) -> list[str]:
@@ -332,7 +340,7 @@ class SessionRepository:
         self._conn = conn
 
     def first_use(self, token_sha256: bytes, principal: str, now: datetime,
-                  expires_at: datetime) -> bool:
+                  expires_at: datetime, subject: str = "") -> bool:
         """Note the token; ``True`` only for the one caller, of any broker, that saw it first.
 
         Rows of tokens that expired before ``now`` go in the same transaction.
@@ -341,7 +349,8 @@ class SessionRepository:
         dialect = self._conn.dialect.name
         upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t.sessions)
         result = self._conn.execute(
-            upsert.values(token_sha256=token_sha256, principal=principal, first_seen=now,
+            upsert.values(token_sha256=token_sha256, principal=principal,
+                          principal_subject=subject or principal, first_seen=now,
                           expires_at=max(expires_at, now))
             .on_conflict_do_nothing(index_elements=[t.sessions.c.token_sha256])
             .returning(t.sessions.c.first_seen)

@@ -54,7 +54,8 @@ requests = Table(
     "requests",
     metadata,
     Column("id", String(40), primary_key=True),
-    Column("requester", String(200), nullable=False),
+    Column("requester", String(200), nullable=False),  # display name, for people to read
+    Column("requester_subject", String(600), nullable=False, index=True),  # who: issuer + sub
     Column("requester_kind", String(20), nullable=False),
     Column("requester_teams", JSON, nullable=False),
     Column("roles", JSON, nullable=False),
@@ -90,11 +91,12 @@ approvals = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("request_id", String(40), ForeignKey("requests.id"), nullable=False),
     Column("approver", String(200), nullable=False),
+    Column("approver_subject", String(600), nullable=False),
     Column("teams", JSON, nullable=False),
     Column("mfa", Boolean, nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Column("comment", Text, nullable=False, default=""),
-    UniqueConstraint("request_id", "approver", name="uq_approval_once"),
+    UniqueConstraint("request_id", "approver_subject", name="uq_approval_once"),
 )
 
 grants = Table(
@@ -120,6 +122,7 @@ extensions = Table(
     Column("id", String(40), primary_key=True),
     Column("request_id", String(40), ForeignKey("requests.id"), nullable=False, index=True),
     Column("requester", String(200), nullable=False),
+    Column("requester_subject", String(600), nullable=False),
     Column("ttl_seconds", Integer, nullable=False),
     Column("justification", Text, nullable=False, default=""),
     Column("created_at", UTCDateTime, nullable=False),
@@ -138,11 +141,12 @@ extension_approvals = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("extension_id", String(40), ForeignKey("extensions.id"), nullable=False),
     Column("approver", String(200), nullable=False),
+    Column("approver_subject", String(600), nullable=False),
     Column("teams", JSON, nullable=False),
     Column("mfa", Boolean, nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Column("comment", Text, nullable=False, default=""),
-    UniqueConstraint("extension_id", "approver", name="uq_extension_approval_once"),
+    UniqueConstraint("extension_id", "approver_subject", name="uq_extension_approval_once"),
 )
 
 credentials = Table(
@@ -187,6 +191,7 @@ sessions = Table(
     metadata,
     Column("token_sha256", LargeBinary(32), primary_key=True),
     Column("principal", String(200), nullable=False),
+    Column("principal_subject", String(600), nullable=False),
     Column("first_seen", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False, index=True),
 )

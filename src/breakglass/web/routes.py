@@ -86,7 +86,7 @@ def logout(_: Csrf) -> Response:
 def _index(request: Request, c: Container, who: Principal, status: int = 200,
            error: BreakglassError | None = None, form: dict[str, Any] | None = None,
            done: str | None = None) -> Response:
-    mine = c.broker.search(requester=who.name)
+    mine = c.broker.search(requester_subject=who.subject_id)
     mine.sort(key=lambda v: v.request.created_at, reverse=True)
     return render(request, "index.html", status, who=who, cat=_catalog(c), mine=mine,
                   error=error, form=form or {}, done=_done(c, done))
@@ -145,7 +145,7 @@ def grants(request: Request, who: WebPrincipal, c: ContainerDep,
            done: Annotated[str | None, Query(max_length=40)] = None) -> Response:
     live = [v for state in ("activating", "active", "revoking")
             for v in c.broker.search(state=state)]
-    live.sort(key=lambda v: (v.request.requester != who.name, v.request.created_at))
+    live.sort(key=lambda v: (not v.request.requested_by(who), v.request.created_at))
     return render(request, "grants.html", who=who, live=live, done=_done(c, done),
                   error=None)
 
