@@ -3,8 +3,30 @@
 The role carries its guardrails in itself: ``NOSUPERUSER NOCREATEDB
 NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS``, a connection limit,
 ``log_statement = 'all'`` and ``VALID UNTIL`` at the grant's expiry, so the
-password stops working even if the broker is down. Revocation blocks logins,
-terminates the role's backends, drops what it owns and drops the role.
+password stops working even if the broker is down.
+
+* **No password on the wire to the target.** The broker computes the SCRAM-SHA-256
+  verifier itself (:func:`scram_verifier`) and ``CREATE ROLE`` carries only that,
+  so a target that logs every statement never logs the password.
+* **Scope, before anything is granted.** System schemas (``pg_catalog``,
+  ``information_schema``, ``pg_toast``, any ``pg_*``, in any spelling) are never
+  grantable, nor are the target's ``reserved_schemas`` (the broker's own, say).
+  Zone ceilings (:data:`ZONE_CEILINGS`): A reads (``SELECT``); B also changes rows
+  (``INSERT UPDATE DELETE``); ``TRUNCATE``, ``TRIGGER`` and ``REFERENCES`` are zone
+  C only. ``lint``/``serve`` refuse a catalog that breaks them, and :meth:`grant`
+  checks again before it connects.
+* **The target is the oracle.** After the GRANTs and before the transaction
+  commits, :func:`~breakglass.connectors.postgres_effective.excess_privileges` asks
+  PostgreSQL what the role can actually do (attributes, memberships, every table,
+  view and sequence, through PUBLIC too, ``CREATE`` anywhere, ``SECURITY DEFINER``
+  functions, large objects, system catalogs beyond the stock ones); anything beyond
+  the catalog's privileges rolls the role back and raises :class:`TargetError`.
+* **Revocation the grantee cannot block**
+  (:func:`~breakglass.connectors.postgres_revoke.remove_role`): access is cut first
+  (``NOLOGIN``, no password, expired, sessions ended everywhere), then what the role
+  owns is dropped in *every* database of the cluster where it owns or holds
+  anything, then the role. If it still cannot be dropped, the error names the
+  blocking objects and the revocation is retried.
 
 All DDL is composed with :mod:`psycopg.sql`; identifiers and privileges from
 the catalog are validated before they get there.

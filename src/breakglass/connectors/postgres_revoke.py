@@ -13,17 +13,20 @@ forever. :func:`remove_role` therefore:
    waits for them to exit (their temporary objects go with them);
 2. rolls back transactions the role prepared (``pg_prepared_xacts``);
 3. reads ``pg_shdepend`` (shared by the whole cluster) for every database where
-   the role still owns or is granted something, connects to each and runs
-   ``DROP OWNED BY`` there, under that database's ACL turn;
-4. does the same in the target database and drops the role, in one transaction.
+   the role still owns or is granted something, the target's included, connects to
+   each and runs ``DROP OWNED BY`` there, under that database's ACL turn; and again,
+   up to :data:`SWEEPS` rounds, for copies a ``CREATE DATABASE`` made meanwhile;
+4. drops the role.
 
-If ``DROP ROLE`` still fails (a database that refuses connections, an object
-created in a race), access is already cut, and the error names each blocking
+If ``DROP ROLE`` still fails (a database that refuses connections, another role's
+object that depends on one of the role's, an object created in a race), access is
+already cut, and the error names each blocking
 object by database, catalog and OID: never a secret.
 """
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 import psycopg
@@ -33,6 +36,9 @@ from psycopg.errors import DependentObjectsStillExist
 
 from breakglass.domain.errors import TargetError
 
+SWEEPS = 3
+"""Rounds of ``DROP OWNED`` over the cluster: a database created from ``template1`` while
+the first round ran may hold a copy of what the role left there; the next round sees it."""
 SESSION_WAIT_MS = 5000
 """How long to wait for each terminated session to exit before going on."""
 
@@ -65,14 +71,15 @@ def remove_role(conn: psycopg.Connection[Any], admin_dsn: str, role: str, databa
     ).fetchall():
         with _connect(admin_dsn, str(db)) as other:
             other.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(str(gid))))
-    for db in _databases_holding(conn, role, database):
-        with _connect(admin_dsn, db) as other, other.transaction():
-            acl_turn(other, db)
-            other.execute(sql.SQL("DROP OWNED BY {}").format(ident))
+    for _ in range(SWEEPS):
+        holding = _databases_holding(conn, role)
+        if not holding:
+            break
+        for db in holding:
+            _drop_owned_in(conn if db == database else None, admin_dsn, db, role)
     try:
         with conn.transaction():
             acl_turn(conn, database)
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
             conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
                 sql.Identifier(database), ident))
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
@@ -99,16 +106,34 @@ def blockers(conn: psycopg.Connection[Any], role: str) -> list[str]:
     ]
 
 
-def _databases_holding(conn: psycopg.Connection[Any], role: str, database: str) -> list[str]:
-    """Other databases (accepting connections) where the role owns or holds something."""
+def _databases_holding(conn: psycopg.Connection[Any], role: str) -> list[str]:
+    """Databases (accepting connections) where the role owns or holds something."""
     rows = conn.execute(
         "SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid "
         "WHERE s.refclassid = 'pg_authid'::regclass "
         "AND s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = %s) "
-        "AND d.datname <> %s AND d.datallowconn ORDER BY 1",
-        (role, database),
+        "AND d.datallowconn ORDER BY 1",
+        (role,),
     ).fetchall()
     return [str(r[0]) for r in rows]
+
+
+def _drop_owned_in(conn: psycopg.Connection[Any] | None, admin_dsn: str, database: str,
+                   role: str) -> None:
+    """``DROP OWNED BY`` in one database, on ``conn`` or a connection of its own."""
+    if conn is None:
+        try:
+            conn = _connect(admin_dsn, database)
+        except psycopg.errors.InvalidCatalogName:
+            return  # dropped since it was listed: what the role had there went with it
+        with conn:
+            _drop_owned_in(conn, admin_dsn, database, role)
+        return
+    with suppress(DependentObjectsStillExist), conn.transaction():
+        # Another role's object built on one of the role's (a view, say) is not the
+        # broker's to drop: DROP ROLE then fails and names what is left.
+        acl_turn(conn, database)
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
 
 
 def _connect(admin_dsn: str, database: str) -> psycopg.Connection[Any]:
