@@ -55,8 +55,9 @@ def acl_turn(conn: psycopg.Connection[Any], database: str) -> None:
 def end_sessions(conn: psycopg.Connection[Any], role: str) -> None:
     """Terminate the role's sessions in every database; wait for each to exit."""
     conn.execute(
-        "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity WHERE usename = %s",
-        (SESSION_WAIT_MS, role),
+        sql.SQL("SELECT pg_terminate_backend(pid, {}) FROM pg_stat_activity "
+                "WHERE usename = %s").format(sql.Literal(SESSION_WAIT_MS)),
+        (role,),
     )
 
 
