@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -338,3 +339,15 @@ def test_when_the_role_cannot_be_dropped_access_is_already_cut(
         connector.close()
         run(unblock)
         remove_leftovers(admin_dsn, role_name_for(asked.grant_id))
+
+
+def test_concurrent_revocations_of_one_role_both_succeed(target: str) -> None:
+    connectors = [PostgresConnector("db", {"dsn": target}) for _ in range(4)]
+    try:
+        cred = connectors[0].grant(spec(READ))
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda c: c.revoke(cred.target_ref), connectors))
+        assert not role_exists(require("BG_TEST_PG_ADMIN_DSN"), cred.target_ref)
+    finally:
+        for c in connectors:
+            c.close()

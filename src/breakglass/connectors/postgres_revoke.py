@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
-from psycopg.errors import DependentObjectsStillExist
+from psycopg.errors import DependentObjectsStillExist, UndefinedObject
 
 from breakglass.domain.errors import TargetError
 
@@ -64,20 +64,27 @@ def end_sessions(conn: psycopg.Connection[Any], role: str) -> None:
 def remove_role(conn: psycopg.Connection[Any], admin_dsn: str, role: str, database: str) -> None:
     """Cut ``role``'s access, clear what it holds in every database, drop it."""
     ident = sql.Identifier(role)
-    conn.execute(sql.SQL(
-        "ALTER ROLE {} NOLOGIN PASSWORD NULL VALID UNTIL '-infinity'").format(ident))
+    try:
+        conn.execute(sql.SQL(
+            "ALTER ROLE {} NOLOGIN PASSWORD NULL VALID UNTIL '-infinity'").format(ident))
+    except UndefinedObject:  # dropped meanwhile by a concurrent revocation: nothing to do
+        end_sessions(conn, role)
+        return
     end_sessions(conn, role)
     for gid, db in conn.execute(
         "SELECT gid, database FROM pg_prepared_xacts WHERE owner = %s", (role,)
     ).fetchall():
         with _connect(admin_dsn, str(db)) as other:
             other.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(str(gid))))
-    for _ in range(SWEEPS):
-        holding = _databases_holding(conn, role)
-        if not holding:
-            break
-        for db in holding:
-            _drop_owned_in(conn if db == database else None, admin_dsn, db, role)
+    try:
+        for _ in range(SWEEPS):
+            holding = _databases_holding(conn, role)
+            if not holding:
+                break
+            for db in holding:
+                _drop_owned_in(conn if db == database else None, admin_dsn, db, role)
+    except UndefinedObject:  # a concurrent revocation finished first
+        return
     try:
         with conn.transaction():
             acl_turn(conn, database)
