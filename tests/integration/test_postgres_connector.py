@@ -37,11 +37,11 @@ def connector(target_db: str) -> Iterator[PostgresConnector]:
     c.close()
 
 
-def spec(grant: dict, minutes: float = 5) -> GrantSpec:
+def spec(grant: dict, minutes: float = 5, zone: str = "A") -> GrantSpec:
     gid = "r-" + uuid.uuid4().hex[:12] + "-g0"
     return GrantSpec(grant_id=gid, request_id=gid[:14], principal="uma", role="r",
                      incident="SEV-1234", grant=grant,
-                     expires_at=datetime.now(UTC) + timedelta(minutes=minutes))
+                     expires_at=datetime.now(UTC) + timedelta(minutes=minutes), zone=zone)
 
 
 READ = {"privileges": ["SELECT"], "tables": ["vectors.*"]}
@@ -78,7 +78,8 @@ def test_native_expiry_refuses_login_even_without_the_broker(connector):
 
 
 def test_revoke_kills_open_sessions_and_drops_the_role(connector):
-    cred = connector.grant(spec({"privileges": ["SELECT", "UPDATE"], "tables": ["vectors.jobs"]}))
+    cred = connector.grant(spec({"privileges": ["SELECT", "UPDATE"], "tables": ["vectors.jobs"]},
+                                zone="B"))
     with psycopg.connect(cred.secret["dsn"], autocommit=True) as session:
         session.execute("SELECT 1")
         assert connector.verify(cred.target_ref)

@@ -258,7 +258,7 @@ def test_an_override_no_grant_owns_is_rolled_back_by_drift(
         grant_id="r-0123456789ab-g0", request_id="r-0123456789ab", principal="uma",
         role="embeddings-append", incident="SEV-1234",
         grant={"privileges": ["SELECT", "INSERT"], "tables": ["vectors.items"]},
-        expires_at=clock.now() + timedelta(minutes=5), account=account))
+        expires_at=clock.now() + timedelta(minutes=5), account=account, zone="B"))
     assert held(target_db, account) == BEFORE | {"INSERT ON vectors.items"}
     report = drift.sweep(lambda: UnitOfWork(pg_engine), {"embeddings-db": connector}, clock)
     assert stray.target_ref in report.orphans_revoked

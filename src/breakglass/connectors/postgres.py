@@ -3,8 +3,30 @@
 The role carries its guardrails in itself: ``NOSUPERUSER NOCREATEDB
 NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS``, a connection limit,
 ``log_statement = 'all'`` and ``VALID UNTIL`` at the grant's expiry, so the
-password stops working even if the broker is down. Revocation blocks logins,
-terminates the role's backends, drops what it owns and drops the role.
+password stops working even if the broker is down.
+
+* **No password on the wire to the target.** The broker computes the SCRAM-SHA-256
+  verifier itself (:func:`scram_verifier`) and ``CREATE ROLE`` carries only that,
+  so a target that logs every statement never logs the password.
+* **Scope, before anything is granted.** System schemas (``pg_catalog``,
+  ``information_schema``, ``pg_toast``, any ``pg_*``, in any spelling) are never
+  grantable, nor are the target's ``reserved_schemas`` (the broker's own, say).
+  Zone ceilings (:data:`ZONE_CEILINGS`): A reads (``SELECT``); B also changes rows
+  (``INSERT UPDATE DELETE``); ``TRUNCATE``, ``TRIGGER`` and ``REFERENCES`` are zone
+  C only. ``lint``/``serve`` refuse a catalog that breaks them, and :meth:`grant`
+  checks again before it connects.
+* **The target is the oracle.** After the GRANTs and before the transaction
+  commits, :func:`~breakglass.connectors.postgres_effective.excess_privileges` asks
+  PostgreSQL what the role can actually do (attributes, memberships, every table,
+  view and sequence, through PUBLIC too, ``CREATE`` anywhere, ``SECURITY DEFINER``
+  functions, large objects, system catalogs beyond the stock ones); anything beyond
+  the catalog's privileges rolls the role back and raises :class:`TargetError`.
+* **Revocation the grantee cannot block**
+  (:func:`~breakglass.connectors.postgres_revoke.remove_role`): access is cut first
+  (``NOLOGIN``, no password, expired, sessions ended everywhere), then what the role
+  owns is dropped in *every* database of the cluster where it owns or holds
+  anything, then the role. If it still cannot be dropped, the error names the
+  blocking objects and the revocation is retried.
 
 All DDL is composed with :mod:`psycopg.sql`; identifiers and privileges from
 the catalog are validated before they get there.
@@ -16,6 +38,7 @@ rolled back exactly at the end (:mod:`breakglass.connectors.postgres_override`).
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 import threading
@@ -28,6 +51,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from scramp import ScramMechanism
 
 from breakglass.connectors.base import (
     MARKER_PREFIX,
@@ -36,6 +60,7 @@ from breakglass.connectors.base import (
     IssuedCredential,
     StandingPrivilege,
 )
+from breakglass.connectors.postgres_effective import excess_privileges
 from breakglass.connectors.postgres_override import (
     OverrideSpec,
     apply_override,
@@ -44,15 +69,29 @@ from breakglass.connectors.postgres_override import (
     override_tables,
     roll_back_override,
 )
+from breakglass.connectors.postgres_revoke import acl_turn, end_sessions, remove_role
 from breakglass.domain.errors import TargetError
 
 PRIVILEGES = frozenset(
     {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"}
 )
+ZONE_CEILINGS = {
+    "A": frozenset({"SELECT"}),
+    "B": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"}),
+    "C": PRIVILEGES,
+}
+"""The most a role of each zone may carry (unknown zones get zone A's)."""
+SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast"})
+"""Never grantable, in any spelling; nor is any other ``pg_*`` schema."""
+MAX_CONNECTION_LIMIT = 100
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
-_TABLE = re.compile(rf"^({_IDENT})\.({_IDENT}|\*)$")
+_IDENT_RE = re.compile(_IDENT)
+_TABLE = re.compile(rf"({_IDENT})\.({_IDENT}|\*)")
 _ROLE = re.compile(rf"^{MARKER_PREFIX}[a-z0-9_]{{1,40}}$")
 DEFAULT_CONNECTION_LIMIT = 5
+SCRAM_ITERATIONS = 4096
+"""PostgreSQL's own default (``scram_iterations``)."""
+_SCRAM = ScramMechanism("SCRAM-SHA-256")
 
 
 def role_name_for(grant_id: str) -> str:
@@ -77,14 +116,23 @@ class PostgresConnector(Connector):
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any]) -> list[str]:
+        errors: list[str] = []
         dsn = config.get("dsn")
         if not dsn or not isinstance(dsn, str):
-            return ["dsn: required (an admin connection string)"]
-        try:
-            conninfo_to_dict(dsn)
-        except psycopg.ProgrammingError:
-            return ["dsn: not a valid PostgreSQL connection string"]
-        return []
+            errors.append("dsn: required (an admin connection string)")
+        else:
+            try:
+                conninfo_to_dict(dsn)
+            except psycopg.ProgrammingError:
+                errors.append("dsn: not a valid PostgreSQL connection string")
+        if "connection_limit" in config:
+            errors += _limit_errors(config["connection_limit"])
+        reserved = config.get("reserved_schemas", [])
+        if not isinstance(reserved, list) or not all(
+            isinstance(s, str) and _IDENT_RE.fullmatch(s) for s in reserved
+        ):
+            errors.append("reserved_schemas: a list of schema names is required")
+        return errors
 
     @classmethod
     def validate_grant(cls, grant: Mapping[str, Any]) -> list[str]:
@@ -100,13 +148,30 @@ class PostgresConnector(Connector):
         if not isinstance(tables, list) or not tables:
             errors.append("tables: a non-empty list of 'schema.table' or 'schema.*' is required")
         else:
-            bad = [t for t in tables if not isinstance(t, str) or not _TABLE.match(t)]
+            bad = [t for t in tables if not isinstance(t, str) or not _TABLE.fullmatch(t)]
             if bad:
                 errors.append(f"tables: not 'schema.table' or 'schema.*': {bad!r}")
+            system = [t for t in tables if t not in bad and is_system_schema(t.split(".")[0])]
+            if system:
+                errors.append(f"tables: {system!r} are in a system schema (pg_catalog, "
+                              "information_schema, pg_*), never grantable")
+        if "connection_limit" in grant:
+            errors += _limit_errors(grant["connection_limit"])
         unknown = set(grant) - {"privileges", "tables", "connection_limit"}
         if unknown:
             errors.append(f"unknown field(s) {sorted(unknown)}")
         return errors
+
+    @classmethod
+    def validate_for_zone(cls, grant: Mapping[str, Any], zone: str) -> list[str]:
+        """Zone A reads (``SELECT``); zone B also changes rows (``INSERT UPDATE DELETE``);
+        ``TRUNCATE`` (every row at once, no row triggers), ``TRIGGER`` (code other roles
+        run) and ``REFERENCES`` (constraints that block the owner) are zone C only."""
+        ceiling = ZONE_CEILINGS.get(zone, ZONE_CEILINGS["A"])
+        over = sorted({str(p).upper() for p in grant.get("privileges", [])} - ceiling)
+        if over:
+            return [f"privileges {over} exceed the zone's ceiling (allowed: {sorted(ceiling)})"]
+        return []
 
     # -- connection -------------------------------------------------------------------
 
@@ -134,6 +199,10 @@ class PostgresConnector(Connector):
     # -- contract ---------------------------------------------------------------------
 
     def grant(self, spec: GrantSpec) -> IssuedCredential:
+        refused = self._refusals(spec)
+        if refused:
+            raise TargetError(f"postgres target {self.name}: refusing grant {spec.grant_id}: "
+                              + "; ".join(refused))
         role = role_name_for(spec.grant_id)
         if spec.account is not None:
             override = OverrideSpec(
@@ -144,46 +213,15 @@ class PostgresConnector(Connector):
             with self._admin() as conn:
                 return apply_override(conn, override)
         password = secrets.token_urlsafe(32)
-        limit = int(spec.grant.get("connection_limit", self._limit))
-        privileges = sql.SQL(", ").join(sql.SQL(p.upper()) for p in spec.grant["privileges"])
-        ident = sql.Identifier(role)
         with self._admin() as conn, conn.transaction():
-            _acl_turn(conn, self._dbname)
-            conn.execute(
-                sql.SQL(
-                    "CREATE ROLE {} LOGIN PASSWORD {} VALID UNTIL {} NOSUPERUSER NOCREATEDB "
-                    "NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {}"
-                ).format(
-                    ident,
-                    sql.Literal(password),
-                    sql.Literal(spec.expires_at.isoformat()),
-                    sql.Literal(limit),
-                )
-            )
-            conn.execute(sql.SQL("ALTER ROLE {} SET log_statement = 'all'").format(ident))
-            comment = f"breakglass request={spec.request_id} incident={spec.incident}"
-            conn.execute(
-                sql.SQL("COMMENT ON ROLE {} IS {}").format(ident, sql.Literal(comment))
-            )
-            conn.execute(
-                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                    sql.Identifier(self._dbname), ident
-                )
-            )
-            for table in spec.grant["tables"]:
-                match = _TABLE.match(table)
-                if match is None:  # validated at catalog load; refuse anyway
-                    raise TargetError(f"invalid table {table!r}")
-                schema, name = match.groups()
-                conn.execute(
-                    sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), ident)
-                )
-                on = (
-                    sql.SQL("ALL TABLES IN SCHEMA {}").format(sql.Identifier(schema))
-                    if name == "*"
-                    else sql.SQL("TABLE {}").format(sql.Identifier(schema, name))
-                )
-                conn.execute(sql.SQL("GRANT {} ON {} TO {}").format(privileges, on, ident))
+            acl_turn(conn, self._dbname)
+            self._create_role(conn, role, spec, scram_verifier(password))
+            excess = excess_privileges(conn, role, [str(p) for p in spec.grant["privileges"]],
+                                       override_tables(spec.grant))
+            if excess:  # raising inside the transaction rolls the role back
+                raise TargetError(
+                    f"postgres target {self.name}: refusing grant {spec.grant_id}: the target "
+                    f"would let the role do more than its catalog entry: {'; '.join(excess)}")
         dsn = (
             f"postgresql://{role}:{quote(password, safe='')}@{self._host}:{self._port}/"
             f"{quote(self._dbname, safe='')}"
@@ -202,32 +240,65 @@ class PostgresConnector(Connector):
             },
         )
 
+    def _refusals(self, spec: GrantSpec) -> list[str]:
+        """The catalog's rules again at the moment of granting, and this target's own
+        reserved schemas (the broker's, say), which only the target's config names."""
+        errors = self.validate_grant(spec.grant) or self.validate_for_zone(spec.grant, spec.zone)
+        reserved = {str(s).lower() for s in self.config.get("reserved_schemas", [])}
+        hits = [t for t in spec.grant.get("tables", [])
+                if str(t).split(".")[0].lower() in reserved]
+        if hits:
+            errors = [*errors, f"tables: {hits!r} are in a reserved schema of this target"]
+        return errors
+
+    def _create_role(self, conn: psycopg.Connection[Any], role: str, spec: GrantSpec,
+                     verifier: str) -> None:
+        """The login role with its guardrails, and exactly the catalog's GRANTs."""
+        limit = int(spec.grant.get("connection_limit", self._limit))
+        privileges = sql.SQL(", ").join(sql.SQL(p.upper()) for p in spec.grant["privileges"])
+        ident = sql.Identifier(role)
+        conn.execute(
+            sql.SQL(
+                "CREATE ROLE {} LOGIN PASSWORD {} VALID UNTIL {} NOSUPERUSER NOCREATEDB "
+                "NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {}"
+            ).format(ident, sql.Literal(verifier), sql.Literal(spec.expires_at.isoformat()),
+                     sql.Literal(limit))
+        )
+        conn.execute(sql.SQL("ALTER ROLE {} SET log_statement = 'all'").format(ident))
+        comment = f"breakglass request={spec.request_id} incident={spec.incident}"
+        conn.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(ident, sql.Literal(comment)))
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+            sql.Identifier(self._dbname), ident))
+        for table in spec.grant["tables"]:
+            match = _TABLE.fullmatch(table)
+            if match is None:  # validated at catalog load; refuse anyway
+                raise TargetError(f"invalid table {table!r}")
+            schema, name = match.groups()
+            conn.execute(
+                sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), ident))
+            on = (
+                sql.SQL("ALL TABLES IN SCHEMA {}").format(sql.Identifier(schema))
+                if name == "*"
+                else sql.SQL("TABLE {}").format(sql.Identifier(schema, name))
+            )
+            conn.execute(sql.SQL("GRANT {} ON {} TO {}").format(privileges, on, ident))
+
     def revoke(self, target_ref: str, artefacts: tuple[str, ...] = ()) -> None:
         if not _ROLE.match(target_ref):
             raise TargetError(f"refusing to revoke {target_ref!r}: not a broker-managed role")
-        ident = sql.Identifier(target_ref)
         with self._admin() as conn:
             if roll_back_override(conn, target_ref, artefacts, self._dbname):
                 return
             exists = conn.execute(
                 "SELECT 1 FROM pg_roles WHERE rolname = %s", (target_ref,)
             ).fetchone()
-            if exists:
-                conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(ident))
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
-                (target_ref,),
-            )
-            if exists:
-                with conn.transaction():
-                    _acl_turn(conn, self._dbname)
-                    conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
-                    conn.execute(
-                        sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
-                            sql.Identifier(self._dbname), ident
-                        )
-                    )
-                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
+            if not exists:
+                end_sessions(conn, target_ref)
+                return
+            try:
+                remove_role(conn, self._dsn, target_ref, self._dbname)
+            except TargetError as exc:
+                raise TargetError(f"postgres target {self.name}: {exc}") from exc
 
     def planned_ref(self, grant_id: str) -> str | None:
         return role_name_for(grant_id)
@@ -283,10 +354,32 @@ class PostgresConnector(Connector):
         return found
 
 
-def _acl_turn(conn: psycopg.Connection[Any], database: str) -> None:
-    """Brokers sharing a target take turns at GRANT and REVOKE: PostgreSQL fails concurrent
-    changes to one database's or schema's privileges with "tuple concurrently updated"."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"breakglass-acl:{database}",))
+def is_system_schema(schema: str) -> bool:
+    """``pg_catalog``, ``information_schema``, ``pg_toast`` or any ``pg_*`` schema, however
+    it is spelled: unquoted identifiers fold to lower case in PostgreSQL."""
+    folded = schema.lower()
+    return folded in SYSTEM_SCHEMAS or folded.startswith("pg_")
+
+
+def scram_verifier(password: str) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5802/7677, in the
+    server's ``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`` form).
+
+    ``CREATE ROLE`` gets only this, so a target that logs DDL never logs the password;
+    the server stores a verifier as it is and authenticates the password against it."""
+    salt, stored_key, server_key, iterations = _SCRAM.make_auth_info(
+        password, iteration_count=SCRAM_ITERATIONS)
+    b64 = base64.b64encode
+    return (f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
+            f"${b64(stored_key).decode()}:{b64(server_key).decode()}")
+
+
+def _limit_errors(value: object) -> list[str]:
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+        1 <= value <= MAX_CONNECTION_LIMIT
+    ):
+        return [f"connection_limit: an integer from 1 to {MAX_CONNECTION_LIMIT} is required"]
+    return []
 
 
 def _first_line(exc: BaseException) -> str:
