@@ -59,7 +59,7 @@ import hashlib
 import re
 import secrets
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -79,6 +79,7 @@ from breakglass.domain.errors import TargetError
 _USER = re.compile(rf"^{MARKER_PREFIX}[a-z0-9]{{1,32}}$")
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 _MAX_PATTERN = 200
+_KEY_PROBES = 4  # allowed key/channel commands asked again with names of every class
 STANDING_RULES = frozenset({"+@all", "allcommands", "+@admin", "+@dangerous"})
 _GRANT_FIELDS = frozenset({"keys", "commands", "channels", "allow_dangerous"})
 
@@ -223,7 +224,8 @@ class RedisConnector(Connector):
                 channels=[str(c) for c in spec.grant.get("channels", [])],
             )
             try:
-                found = self._excess(client, user, spec.zone)
+                found = self._excess(client, user, spec.zone, [
+                    *spec.grant["keys"], *spec.grant.get("channels", [])])
             except BaseException:
                 client.acl_deluser(user)
                 raise
@@ -249,17 +251,37 @@ class RedisConnector(Connector):
             },
         )
 
-    def _excess(self, client: redis.Redis, user: str, zone: str) -> dict[str, str]:
-        """Ask the server, with one pipelined ``ACL DRYRUN`` per (sub)command it knows,
-        what ``user`` may run beyond the zone's ceiling; key and channel arguments are
-        random names no scoped pattern matches."""
+    def _excess(
+        self, client: redis.Redis, user: str, zone: str, patterns: Sequence[str] = ()
+    ) -> dict[str, str]:
+        """Ask the server what ``user`` may do beyond the zone's ceiling: one pipelined
+        ``ACL DRYRUN`` per (sub)command it knows, key and channel arguments random names;
+        then, for a few allowed commands that take a key or channel, names of every
+        character class that do not start like ``patterns`` (the grant's own)."""
         asked = self._probe_table
         if asked is None:
             asked = self._probe_table = acl.probes(client.command())
         pipe = client.pipeline(transaction=False)
         for probe in asked:
             pipe.acl_dryrun(user, *probe.argv(acl.probe_token()))
-        return acl.excess(zone, asked, pipe.execute(raise_on_error=False))
+        pipe.acl_getuser(user)
+        *replies, info = pipe.execute(raise_on_error=False)
+        found = acl.excess(zone, asked, replies)
+        if zone == "C" or found:
+            return found
+        if not isinstance(info, dict):
+            return {"ACL GETUSER": f"unreadable answer {type(info).__name__}"}
+        found.update(dict.fromkeys(acl.unscoped_on_server(info), "can match every name"))
+        keyed = acl.reaches(asked, replies)[:_KEY_PROBES]
+        for probe in keyed:
+            for name in acl.probe_names(patterns):
+                pipe.acl_dryrun(user, *probe.argv(name))
+        replies = pipe.execute(raise_on_error=False)
+        per = len(replies) // max(1, len(keyed))
+        for i, probe in enumerate(keyed):
+            if "OK" in replies[i * per : (i + 1) * per]:
+                found[probe.name] = acl.OUTSIDE
+        return found
 
     def revoke(self, target_ref: str, artefacts: tuple[str, ...] = ()) -> None:
         del artefacts

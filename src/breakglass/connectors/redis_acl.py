@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,7 @@ COSTLY_ONLY = frozenset({"keys", "sort", "sort_ro"})
 _PUBLISH = frozenset({"publish", "spublish"})
 _DATA = frozenset({"read", "write", "pubsub", "connection", "transaction"})
 _GLOB = "*?[\\"
+OUTSIDE = "reaches keys or channels outside its patterns"
 _DENIED_RUN = re.compile(r"no permissions to run the '[^']*' command")
 RULE = re.compile(r"^[+-](@[a-z]+|[a-z][a-z0-9_-]*(\|[a-z0-9_-]+)?)$", re.IGNORECASE)
 CEILINGS = {
@@ -195,9 +197,53 @@ def _simple_spec(spec: Sequence[Any], argc: int) -> bool:
             and "not_key" not in (fields.get("flags") or []))
 
 
+_FIRST_CHARS = (string.ascii_lowercase, string.ascii_uppercase, string.digits,
+                string.punctuation, "\x01\x7f", "\u00e9\u4e2d")
+
+
 def probe_token() -> str:
     """A key/channel name no literal-prefixed pattern matches (it starts with \\x01)."""
     return "\x01bg-probe:" + secrets.token_hex(8)
+
+
+def probe_names(patterns: Iterable[Any]) -> list[str]:
+    """Random names, one starting with a character of each class (lower, upper, digit,
+    punctuation, control, non-ASCII), none starting with a literal prefix of
+    ``patterns``: a pattern such as ``[a-z]*`` or ``[^x]*`` matches one of them."""
+    prefixes = [_literal_prefix(str(p)) for p in patterns]
+    names = []
+    for chars in _FIRST_CHARS:
+        while True:
+            name = secrets.choice(chars) + secrets.token_hex(6)
+            if not any(p and name.startswith(p) for p in prefixes):
+                break
+        names.append(name)
+    return names
+
+
+def _literal_prefix(pattern: str) -> str:
+    cut = [i for i in (pattern.find(c) for c in _GLOB) if i >= 0]
+    return pattern[: min(cut)] if cut else pattern
+
+
+def unscoped_on_server(user: Mapping[str, Any]) -> list[str]:
+    """Key and channel patterns of an ``ACL GETUSER`` reply (the server's own account of
+    them) that do not start with a literal character, and any selector."""
+    found = []
+    for field in ("keys", "channels"):
+        value = user.get(field) or []
+        for pattern in value.split() if isinstance(value, str) else value:
+            body = str(pattern).split("~", 1)[-1] if field == "keys" else str(pattern)[1:]
+            if str(pattern) in {"allkeys", "allchannels"} or unscoped([body]):
+                found.append(str(pattern))
+    return found + [f"selector {s}" for s in user.get("selectors") or []]
+
+
+def reaches(asked: Sequence[Probe], replies: Sequence[Any]) -> list[Probe]:
+    """Allowed probes whose first argument is a checked key or channel: a random name
+    answered ``OK`` there means the pattern did not stop it."""
+    return [p for p, reply in zip(asked, replies, strict=True)
+            if p.names_first and not (isinstance(reply, str) and _DENIED_RUN.search(reply))]
 
 
 def excess(zone: str, asked: Sequence[Probe], replies: Sequence[Any]) -> dict[str, str]:
@@ -214,5 +260,5 @@ def excess(zone: str, asked: Sequence[Probe], replies: Sequence[Any]) -> dict[st
         if reason:
             found[probe.name] = reason
         elif zone != "C" and reply == "OK" and probe.names_first:
-            found[probe.name] = "reaches keys or channels outside its patterns"
-    return found
+            found[probe.name] = OUTSIDE
+    return dict(sorted(found.items(), key=lambda item: (item[1] != "never granted", item[0])))
