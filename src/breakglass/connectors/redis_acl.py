@@ -71,13 +71,13 @@ def beyond(zone: str, name: str, categories: frozenset[str]) -> str | None:
         return "never granted"
     if zone == "C":
         return None
-    if name.endswith("|help"):
-        return None  # prints the command's usage, nothing else
     for category in ("admin", "scripting"):
         if category in categories:
             return f"@{category}"
     if "dangerous" in categories and name not in COSTLY_ONLY:
         return "@dangerous"
+    if name.endswith("|help"):
+        return None  # prints the command's usage, nothing else
     if not categories & _DATA:
         return "not a data command"
     if zone != "B" and ("write" in categories or name in _PUBLISH):
