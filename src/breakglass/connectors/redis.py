@@ -8,7 +8,8 @@ role's command rules followed by the zone's hard ``-`` rules, its key patterns
 (read-only ``%R~`` in zone A) and channel patterns. It then asks the server
 itself what the user can do: one pipelined ``ACL DRYRUN`` for every
 (sub)command the server's ``COMMAND`` table lists (read once per connector),
-with random key and channel names no scoped pattern matches. If the server
+with random key and channel names no scoped pattern matches, and reads its own
+account of the user's key and channel patterns (``ACL GETUSER``). If the server
 says the user could run anything above the zone's ceiling, or reach keys or
 channels outside its patterns, the user is deleted and the grant refused
 (:class:`TargetError` naming what it could do); only then is it turned ``on``.
@@ -17,6 +18,10 @@ The zone ceilings and the allowlist model are in
 user ``off`` (no new logins), kills every connection authenticated as it
 (``CLIENT KILL USER``; ``off`` alone leaves open connections working), then
 deletes it.
+
+Needs Redis 7.0 or later (``ACL DRYRUN``, ``%R~`` key patterns, subcommand
+rules); on an older server every grant is refused, since the server cannot
+confirm what the user could do.
 
 Redis has no native expiry for ACL users: the broker's expiry loop is the
 only lock, so a broker that is down leaves the user working until it comes
@@ -132,8 +137,8 @@ class RedisConnector(Connector):
             errors.append("allow_dangerous: must be true or false")
         elif not errors and not allow and cls.dangerous(grant):
             above_b = {n: r for rule in _plus_rules(grant) for n, r in acl.above("B", rule).items()}
-            what = acl.shown(above_b) if above_b else "a key or channel pattern without a " \
-                "literal prefix (it can match every name)"
+            what = acl.shown(above_b) if above_b else (
+                f"a pattern that can match every name: {acl.unscoped(_patterns(grant))!r}")
             errors.append(
                 f"commands/keys: reaches past zone B: {what}; only a zone C role with "
                 "allow_dangerous: true may go past zone B (and 'never granted' commands are "
@@ -167,7 +172,7 @@ class RedisConnector(Connector):
         """True when the grant reaches past zone B's ceiling (needs ``allow_dangerous``)."""
         if any(acl.above("B", rule) for rule in _plus_rules(grant)):
             return True
-        return bool(acl.unscoped([*(grant.get("keys") or []), *(grant.get("channels") or [])]))
+        return bool(acl.unscoped(_patterns(grant)))
 
     # -- connection -------------------------------------------------------------------
 
@@ -224,8 +229,7 @@ class RedisConnector(Connector):
                 channels=[str(c) for c in spec.grant.get("channels", [])],
             )
             try:
-                found = self._excess(client, user, spec.zone, [
-                    *spec.grant["keys"], *spec.grant.get("channels", [])])
+                found = self._excess(client, user, spec.zone, _patterns(spec.grant))
             except BaseException:
                 client.acl_deluser(user)
                 raise
@@ -344,6 +348,10 @@ def _key_access(zone: str) -> str:
 def _command_rules(spec: GrantSpec) -> list[str]:
     """The catalog's rules, then the zone's hard ``-`` rules (no order re-enables those)."""
     return [*(str(c).lower() for c in spec.grant["commands"]), *acl.hard_rules(spec.zone)]
+
+
+def _patterns(grant: Mapping[str, Any]) -> list[str]:
+    return [str(p) for p in (*(grant.get("keys") or []), *(grant.get("channels") or []))]
 
 
 def _plus_rules(grant: Mapping[str, Any]) -> list[str]:
