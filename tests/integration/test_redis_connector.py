@@ -42,7 +42,7 @@ def mint(connector: RedisConnector) -> Iterator[Any]:
     """Mint grants through the connector; revoke whatever is left at the end."""
     minted: list[str] = []
 
-    def _mint(grant: dict[str, Any]) -> IssuedCredential:
+    def _mint(grant: dict[str, Any], zone: str = "A") -> IssuedCredential:
         spec = GrantSpec(
             grant_id=uuid.uuid4().hex,
             request_id="req-1",
@@ -51,6 +51,7 @@ def mint(connector: RedisConnector) -> Iterator[Any]:
             incident="INC-123",
             grant=grant,
             expires_at=datetime.now(UTC) + timedelta(minutes=5),
+            zone=zone,
         )
         issued = connector.grant(spec)
         minted.append(issued.target_ref)
@@ -110,7 +111,8 @@ def test_secret_url_logs_in_and_carries_expiry(mint: Any) -> None:
 
 
 def test_listed_channels_only(mint: Any) -> None:
-    issued = mint({**READ_APP_KEYS, "commands": ["+ping", "+publish"], "channels": ["bgtest:ch:*"]})
+    grant = {**READ_APP_KEYS, "commands": ["+ping", "+publish"], "channels": ["bgtest:ch:*"]}
+    issued = mint(grant, zone="B")  # publishing is a write: not in zone A
     user = as_user(issued.secret)
     try:
         assert user.publish("bgtest:ch:1", "x") == 0
