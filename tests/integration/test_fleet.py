@@ -36,6 +36,7 @@ from breakglass.service.broker import Broker
 from breakglass.service.ports import Clock, SecretBox, SystemClock
 from breakglass.storage import tables as t
 from breakglass.storage.uow import UnitOfWork
+from tests.fakes import fresh_ownership
 from tests.integration.brokers import (
     CATALOG,
     broker_process,
@@ -43,6 +44,8 @@ from tests.integration.brokers import (
     responder,
     wait_up,
 )
+
+OWNERSHIP = fresh_ownership()  # this module's deployment
 
 GRANTS = int(os.environ.get("BG_FLEET_GRANTS", "2000"))
 CREATORS = 8  # threads (each with its own target connection) minting the grants
@@ -97,7 +100,8 @@ def _creators(pg_engine: Engine, dsn: str,
               clock: Clock) -> tuple[list[Broker], list[PostgresConnector]]:
     loaded = load_catalog(CATALOG, env={"FLEET_TARGET_DSN": dsn})
     box = SecretBox(SecretBox.new_key())
-    connectors = [PostgresConnector("fleet-db", {"dsn": dsn}) for _ in range(CREATORS)]
+    connectors = [PostgresConnector("fleet-db", {"dsn": dsn}, ownership=OWNERSHIP)
+                  for _ in range(CREATORS)]
     brokers = [Broker(policy=loaded.policy, uow=lambda: UnitOfWork(pg_engine),
                       connectors={"fleet-db": c}, clock=clock, secrets_box=box)
                for c in connectors]
