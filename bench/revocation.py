@@ -43,8 +43,9 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import Engine, func, select
 
+from breakglass.bootstrap import deployment_ownership
 from breakglass.catalog.loader import load_catalog
-from breakglass.connectors import Ownership
+from breakglass.connectors import MARKER_PREFIX
 from breakglass.connectors.postgres import PostgresConnector
 from breakglass.demo import local_postgres
 from breakglass.domain.model import Principal, PrincipalKind, RequestState
@@ -53,8 +54,6 @@ from breakglass.service.ports import SecretBox, SystemClock
 from breakglass.storage import tables as t
 from breakglass.storage.migrate import upgrade
 from breakglass.storage.uow import UnitOfWork, make_engine
-
-OWNERSHIP = Ownership("bg_", os.urandom(32))  # one deployment: the bench's store
 
 BIN = Path(sys.executable).parent / "breakglass"
 MINTERS = 8
@@ -190,7 +189,8 @@ class Minter:
     def open(cls, engine: Engine, target: Target) -> Minter:
         loaded = load_catalog(target.catalog, env={"FLEET_TARGET_DSN": target.dsn})
         box = SecretBox(SecretBox.new_key())
-        connectors = [PostgresConnector("fleet-db", {"dsn": target.dsn}, ownership=OWNERSHIP)
+        ownership = deployment_ownership(engine, MARKER_PREFIX, SystemClock())  # the store's
+        connectors = [PostgresConnector("fleet-db", {"dsn": target.dsn}, ownership=ownership)
                       for _ in range(MINTERS)]
         brokers = [Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine),
                           connectors={"fleet-db": c}, clock=SystemClock(), secrets_box=box)

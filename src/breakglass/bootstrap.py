@@ -189,12 +189,12 @@ def build_connectors(loaded: LoadedCatalog, ownership: Ownership) -> dict[str, C
     return found
 
 
-def deployment_ownership(settings: Settings, engine: Engine, clock: Clock) -> Ownership:
+def deployment_ownership(engine: Engine, prefix: str, clock: Clock) -> Ownership:
     """The deployment's marker: the configured prefix and the key kept in the store (made
     by the first broker of the fleet to start, read by every other)."""
     with UnitOfWork(engine) as uow:
         key = uow.ownership.ownership_key(secrets.token_bytes(32), clock.now())
-    return Ownership(settings.marker_prefix, key)
+    return Ownership(prefix, key)
 
 
 def _secret_box(settings: Settings) -> SecretBox:
@@ -310,7 +310,8 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool =
         upgrade(engine)
     audit = build_audit(settings, engine, loaded.catalog.organization, clock)
     audit.check_against_anchors()
-    connectors = build_connectors(loaded, deployment_ownership(settings, engine, clock))
+    connectors = build_connectors(loaded,
+                                  deployment_ownership(engine, settings.marker_prefix, clock))
     broker = Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine), connectors=connectors,
                     clock=clock, secrets_box=_secret_box(settings),
                     instance_id=_instance_id(settings.state_dir),
