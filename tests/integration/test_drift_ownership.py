@@ -311,3 +311,21 @@ def test_grants_issued_while_the_sweep_runs_are_never_revoked_by_it(ours, people
     assert ours.events(ORPHAN) == []
     on_target = set(ours.connector.list_managed())
     assert [ref for ref in issued if ref not in on_target] == []
+
+
+def test_a_fleet_starting_at_once_shares_one_key(other_store, clock):
+    keys: list[bytes] = []
+    lock = threading.Lock()
+
+    def start() -> None:
+        key = deployment_ownership(other_store, "bg_", clock).key
+        with lock:
+            keys.append(key)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(keys) == 8
+    assert len(set(keys)) == 1
