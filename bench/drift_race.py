@@ -7,9 +7,12 @@ prints how many credentials were issued, how many the sweep revoked (orphans), h
 issued credentials are no longer on the target at the end, and the sweeps run.
 Target: revoked by drift 0, issued but gone 0.
 
-Needs the test services (``scripts/services.sh env``: ``BG_TEST_PG_ADMIN_DSN``).
+Needs the test services (``scripts/services.sh env``: ``BG_TEST_PG_ADMIN_DSN``). Roles
+are cluster-wide and that cluster is shared, so the run uses a marker prefix of its own
+(``--prefix``): another broker's sweep or a test's clean-up on the same cluster that
+still acted on the bare ``bg_`` prefix would otherwise count here.
 
-    python bench/drift_race.py [--clients 32] [--seconds 60] [--interval 2]
+    python bench/drift_race.py [--clients 32] [--seconds 60] [--interval 2] [--prefix P]
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from psycopg import sql
 
 from breakglass.bootstrap import deployment_ownership
 from breakglass.catalog.loader import load_catalog
-from breakglass.connectors import MARKER_PREFIX
 from breakglass.connectors.postgres import PostgresConnector
 from breakglass.domain.model import Principal, PrincipalKind, RequestState
 from breakglass.service import drift
@@ -59,7 +61,7 @@ def database(admin: str, prefix: str, *setup: str) -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def run(clients: int, seconds: float, interval: float) -> int:
+def run(clients: int, seconds: float, interval: float, prefix: str) -> int:
     admin = os.environ.get("BG_TEST_PG_ADMIN_DSN")
     if not admin:
         sys.exit("set BG_TEST_PG_ADMIN_DSN (eval \"$(scripts/services.sh env)\")")
@@ -70,7 +72,7 @@ def run(clients: int, seconds: float, interval: float) -> int:
         upgrade(engine)
         clock = SystemClock()
         loaded = load_catalog(CATALOG, env={"TEST_TARGET_DSN": target})
-        ownership = deployment_ownership(engine, MARKER_PREFIX, clock)
+        ownership = deployment_ownership(engine, prefix, clock)
         box = SecretBox(SecretBox.new_key())
         connectors = [PostgresConnector("embeddings-db", {"dsn": target}, ownership=ownership)
                       for _ in range(CONNECTORS + 1)]
@@ -129,10 +131,11 @@ def run(clients: int, seconds: float, interval: float) -> int:
         for c in connectors:
             c.close()
         engine.dispose()
-    print(f"clients {clients}, {elapsed:.0f} s, {sweeps[0]} sweeps every {interval:g} s")
+    print(f"clients {clients}, {elapsed:.0f} s, {sweeps[0]} sweeps every {interval:g} s, "
+          f"prefix {prefix}")
     print(f"issued            {len(issued)} ({len(issued) / elapsed:.0f}/s)")
     print(f"revoked by drift  {len(revoked_by_drift)} (orphan alerts {alerted})")
-    print(f"issued but gone   {len(gone)}")
+    print(f"issued but gone   {len(gone)}" + (f" (first: {gone[0]})" if gone else ""))
     print(f"client errors     {len(failures)}" + (f" (first: {failures[0]})" if failures else ""))
     return 1 if revoked_by_drift or gone or alerted else 0
 
@@ -142,8 +145,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--interval", type=float, default=2.0)
+    parser.add_argument("--prefix", default=f"bgb{uuid.uuid4().hex[:4]}_")
     args = parser.parse_args()
-    sys.exit(run(args.clients, args.seconds, args.interval))
+    sys.exit(run(args.clients, args.seconds, args.interval, args.prefix))
 
 
 if __name__ == "__main__":
