@@ -28,7 +28,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from sqlalchemy import Engine, func, select
 
+from breakglass.bootstrap import deployment_ownership
 from breakglass.catalog.loader import load_catalog
+from breakglass.connectors import MARKER_PREFIX
 from breakglass.connectors.postgres import PostgresConnector
 from breakglass.demo import local_postgres
 from breakglass.domain.model import RequestState
@@ -36,7 +38,6 @@ from breakglass.service.broker import Broker
 from breakglass.service.ports import Clock, SecretBox, SystemClock
 from breakglass.storage import tables as t
 from breakglass.storage.uow import UnitOfWork
-from tests.fakes import fresh_ownership
 from tests.integration.brokers import (
     CATALOG,
     broker_process,
@@ -44,8 +45,6 @@ from tests.integration.brokers import (
     responder,
     wait_up,
 )
-
-OWNERSHIP = fresh_ownership()  # this module's deployment
 
 GRANTS = int(os.environ.get("BG_FLEET_GRANTS", "2000"))
 CREATORS = 8  # threads (each with its own target connection) minting the grants
@@ -100,7 +99,8 @@ def _creators(pg_engine: Engine, dsn: str,
               clock: Clock) -> tuple[list[Broker], list[PostgresConnector]]:
     loaded = load_catalog(CATALOG, env={"FLEET_TARGET_DSN": dsn})
     box = SecretBox(SecretBox.new_key())
-    connectors = [PostgresConnector("fleet-db", {"dsn": dsn}, ownership=OWNERSHIP)
+    ownership = deployment_ownership(pg_engine, MARKER_PREFIX, clock)  # the fleet's store's
+    connectors = [PostgresConnector("fleet-db", {"dsn": dsn}, ownership=ownership)
                   for _ in range(CREATORS)]
     brokers = [Broker(policy=loaded.policy, uow=lambda: UnitOfWork(pg_engine),
                       connectors={"fleet-db": c}, clock=clock, secrets_box=box)

@@ -35,8 +35,9 @@ def target_db() -> Iterator[str]:
 def connector(target_db: str) -> Iterator[PostgresConnector]:
     c = PostgresConnector("embeddings-db", {"dsn": target_db}, ownership=OWNERSHIP)
     yield c
-    for ref in c.list_managed():
-        c.revoke(ref)
+    for ref in c.list_managed():  # its own only: the cluster is shared with other runs
+        if OWNERSHIP.owns(ref):
+            c.revoke(ref)
     c.close()
 
 
