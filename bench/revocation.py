@@ -43,7 +43,9 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import Engine, func, select
 
+from breakglass.bootstrap import deployment_ownership
 from breakglass.catalog.loader import load_catalog
+from breakglass.connectors import MARKER_PREFIX
 from breakglass.connectors.postgres import PostgresConnector
 from breakglass.demo import local_postgres
 from breakglass.domain.model import Principal, PrincipalKind, RequestState
@@ -188,7 +190,8 @@ class Minter:
     def open(cls, engine: Engine, target: Target) -> Minter:
         loaded = load_catalog(target.catalog, env={"FLEET_TARGET_DSN": target.dsn})
         box = SecretBox(SecretBox.new_key())
-        connectors = [PostgresConnector("fleet-db", {"dsn": target.dsn})
+        ownership = deployment_ownership(engine, MARKER_PREFIX, SystemClock())  # the store's
+        connectors = [PostgresConnector("fleet-db", {"dsn": target.dsn}, ownership=ownership)
                       for _ in range(MINTERS)]
         brokers = [Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine),
                           connectors={"fleet-db": c}, clock=SystemClock(), secrets_box=box)

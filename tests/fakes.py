@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from breakglass.connectors import MARKER_PREFIX, Connector, GrantSpec, IssuedCredential
+from breakglass.connectors import MARKER_PREFIX, Connector, GrantSpec, IssuedCredential, Ownership
 from breakglass.domain.errors import TargetError
 from breakglass.domain.incidents import IncidentLookup, IncidentStatus
 from breakglass.domain.model import Principal, PrincipalKind
@@ -23,13 +24,18 @@ class FakeClock:
         self.current += timedelta(**kwargs)
 
 
+TEST_OWNERSHIP = Ownership(MARKER_PREFIX, b"the test deployment's ownership key")
+"""The ownership of every fake connector that is not given another."""
+
+
 class MemoryConnector(Connector):
     """Keeps minted credentials in a dict; can be told to fail."""
 
     type = "memory"
 
-    def __init__(self, name: str = "mem", config: Mapping[str, Any] | None = None) -> None:
-        super().__init__(name, config or {})
+    def __init__(self, name: str = "mem", config: Mapping[str, Any] | None = None, *,
+                 ownership: Ownership = TEST_OWNERSHIP) -> None:
+        super().__init__(name, config or {}, ownership=ownership)
         self.live: dict[str, GrantSpec] = {}
         self.revocations: list[str] = []
         self.fail_grant = False
@@ -38,7 +44,7 @@ class MemoryConnector(Connector):
     def grant(self, spec: GrantSpec) -> IssuedCredential:
         if self.fail_grant:
             raise TargetError(f"target {self.name} is down")
-        ref = MARKER_PREFIX + spec.grant_id.replace("-", "")
+        ref = self.ownership.ref_for(spec.grant_id)
         self.live[ref] = spec
         return IssuedCredential(target_ref=ref, secret={"type": "memory", "token": "s3cr3t-" + ref})
 
@@ -55,7 +61,7 @@ class MemoryConnector(Connector):
         return sorted(self.live)
 
     def planned_ref(self, grant_id: str) -> str | None:
-        return MARKER_PREFIX + grant_id.replace("-", "")
+        return self.ownership.ref_for(grant_id)
 
 
 TEST_ISSUER = "https://idp.test"
@@ -87,3 +93,8 @@ class FakeIncidentDirectory:
             return IncidentLookup(incident, IncidentStatus.UNKNOWN)
         state = IncidentStatus.OPEN if status == "open" else IncidentStatus.CLOSED
         return IncidentLookup(incident, state, status)
+
+
+def fresh_ownership(prefix: str = MARKER_PREFIX) -> Ownership:
+    """A deployment of its own: the prefix and a new random key (another store's marker)."""
+    return Ownership(prefix, secrets.token_bytes(32))

@@ -25,7 +25,7 @@ from breakglass.audit import (
     load_signing_key_from_env_text,
 )
 from breakglass.catalog.loader import LoadedCatalog, load_catalog
-from breakglass.connectors import Connector, connector_class
+from breakglass.connectors import Connector, Ownership, connector_class
 from breakglass.domain.errors import (
     AuditError,
     CatalogError,
@@ -178,14 +178,23 @@ def refusal_budget(settings: Settings) -> RefusalBudget:
                          overall=settings.refusals_per_minute)
 
 
-def build_connectors(loaded: LoadedCatalog) -> dict[str, Connector]:
+def build_connectors(loaded: LoadedCatalog, ownership: Ownership) -> dict[str, Connector]:
+    """One connector per target, each naming what it creates with ``ownership``."""
     found: dict[str, Connector] = {}
     for name, target in loaded.catalog.targets.items():
         cls = connector_class(target.type)
         if cls is None:
             raise CatalogError(loaded.source, [f"targets.{name}.type: unknown connector"])
-        found[name] = cls(name, target.connector_config())
+        found[name] = cls(name, target.connector_config(), ownership=ownership)
     return found
+
+
+def deployment_ownership(engine: Engine, prefix: str, clock: Clock) -> Ownership:
+    """The deployment's marker: the configured prefix and the key kept in the store (made
+    by the first broker of the fleet to start, read by every other)."""
+    with UnitOfWork(engine) as uow:
+        key = uow.ownership.ownership_key(secrets.token_bytes(32), clock.now())
+    return Ownership(prefix, key)
 
 
 def _secret_box(settings: Settings) -> SecretBox:
@@ -302,7 +311,8 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool =
         upgrade(engine)
     audit = build_audit(settings, engine, loaded.catalog.organization, clock)
     audit.check_against_anchors()
-    connectors = build_connectors(loaded)
+    connectors = build_connectors(loaded,
+                                  deployment_ownership(engine, settings.marker_prefix, clock))
     box = _secret_box(settings)
     broker = Broker(policy=loaded.policy, uow=lambda: UnitOfWork(engine), connectors=connectors,
                     clock=clock, secrets_box=box,

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from breakglass.connectors.base import MARKER_PREFIX as DEFAULT_MARKER_PREFIX
+from breakglass.connectors.base import MARKER_PREFIX_PATTERN
 from breakglass.domain.errors import InvalidInput
 
 
@@ -39,6 +41,7 @@ class Settings:
     metrics_token: str | None = None
     refusals_per_address: int = 60
     refusals_per_minute: int = 600
+    marker_prefix: str = DEFAULT_MARKER_PREFIX
 
     @classmethod
     def from_env(
@@ -83,7 +86,20 @@ class Settings:
             metrics_token=_metrics_token(env),
             refusals_per_address=_count(env, "BREAKGLASS_ANON_REFUSALS_PER_ADDRESS", 60),
             refusals_per_minute=_count(env, "BREAKGLASS_ANON_REFUSALS_PER_MINUTE", 600),
+            marker_prefix=marker_prefix(env.get("BREAKGLASS_MARKER_PREFIX")),
         )
+
+
+def marker_prefix(text: str | None) -> str:
+    """``BREAKGLASS_MARKER_PREFIX``: the start of every name the broker creates on a target."""
+    if text is None or not text.strip():
+        return DEFAULT_MARKER_PREFIX
+    if not MARKER_PREFIX_PATTERN.match(text):
+        raise InvalidInput(
+            f"BREAKGLASS_MARKER_PREFIX must be a lowercase letter followed by at most 11 "
+            f"lowercase letters, digits or '_' (e.g. 'bg_'), not {text!r}",
+            rule="settings.marker_prefix")
+    return text
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

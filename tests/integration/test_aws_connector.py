@@ -28,7 +28,10 @@ from breakglass.connectors.aws import (
 )
 from breakglass.connectors.base import MARKER_PREFIX, GrantSpec, IssuedCredential
 from breakglass.domain.errors import TargetError
+from tests.fakes import fresh_ownership
 from tests.services import require
+
+OWNERSHIP = fresh_ownership()  # this module's deployment
 
 if TYPE_CHECKING:
     from mypy_boto3_iam import IAMClient
@@ -132,7 +135,7 @@ def connector(emulator: Emulator) -> AwsStsConnector:
         "endpoint_url": emulator.endpoint,
     }
     assert AwsStsConnector.validate_config(config) == []
-    return AwsStsConnector("cloud-test", config)
+    return AwsStsConnector("cloud-test", config, ownership=OWNERSHIP)
 
 
 Mint = Callable[..., IssuedCredential]
@@ -375,7 +378,8 @@ def test_inventory_reports_standing_privileges(
 def test_aws_errors_become_target_errors_naming_the_call(emulator: Emulator) -> None:
     missing = f"arn:aws:iam::{ACCOUNT}:role/no-such-role"
     connector = AwsStsConnector(
-        "cloud-test", {"role_arn": missing, "endpoint_url": emulator.endpoint}
+        "cloud-test", {"role_arn": missing, "endpoint_url": emulator.endpoint},
+        ownership=OWNERSHIP,
     )
     with pytest.raises(TargetError, match="iam:ListRolePolicies failed: NoSuchEntity") as caught:
         connector.revoke(f"{MARKER_PREFIX}abc")
@@ -386,7 +390,7 @@ def test_an_unreachable_target_fails_without_leaking_the_brokers_secret(
     emulator: Emulator,
 ) -> None:
     config = {"role_arn": emulator.role_arn, "endpoint_url": "http://127.0.0.1:9"}
-    connector = AwsStsConnector("cloud-test", config)
+    connector = AwsStsConnector("cloud-test", config, ownership=OWNERSHIP)
     spec = GrantSpec(
         grant_id="g1",
         request_id="req-1",

@@ -23,6 +23,7 @@ import redis
 from psycopg import sql
 from sqlalchemy import select
 
+from breakglass.connectors import MARKER_PREFIX, Ownership
 from breakglass.connectors.postgres import role_name_for
 from breakglass.connectors.redis import user_name_for
 from breakglass.service.crashpoints import POINTS
@@ -66,8 +67,13 @@ def _ours(engine) -> tuple[set[str], set[str]]:
     """The target-side names this drill's requests could have minted (roles, ACL users)."""
     with engine.connect() as conn:
         ids = [r.id for r in conn.execute(select(t.requests.c.id))]
+        key = conn.execute(select(t.deployment.c.ownership_key)).scalar()
+    if key is None:  # no broker started yet: nothing minted
+        return set(), set()
+    ownership = Ownership(MARKER_PREFIX, bytes(key))
     grant_ids = [f"{rid}-g{i}" for rid in ids for i in (0, 1)]
-    return {role_name_for(g) for g in grant_ids}, {user_name_for(g) for g in grant_ids}
+    return ({role_name_for(ownership, g) for g in grant_ids},
+            {user_name_for(ownership, g) for g in grant_ids})
 
 
 def _clean(engine, dsn: str, redis_url: str) -> None:

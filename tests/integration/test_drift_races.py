@@ -86,10 +86,14 @@ def test_real_drift_is_still_found(broker, target, engine, clock, people):
                                  reason="recovery")
     gone = broker.request_access(people["uma"], ["embeddings-read"], incident="SEV-4302",
                                  reason="recovery")
-    target.live["bg_sneaky"] = target.live[kept.grants[0].target_ref]  # out of band
+    ended = broker.request_access(people["uma"], ["embeddings-read"], incident="SEV-4302",
+                                  reason="recovery")
+    broker.revoke(people["uma"], ended.request.id, "done")
+    sneaky = ended.grants[0].target_ref  # the deployment's marker, its grant over
+    target.live[sneaky] = target.live[kept.grants[0].target_ref]  # out of band
     target.live.pop(gone.grants[0].target_ref)  # dropped behind the broker's back
     report = drift.sweep(lambda: UnitOfWork(engine), {"embeddings-db": target}, clock)
-    assert report.orphans_revoked == ["bg_sneaky"]
+    assert report.orphans_revoked == [sneaky]
     assert report.missing == [gone.grants[0].target_ref]
     assert sorted(_alerts(engine)) == ["drift:credential:missing", "drift:orphan:revoked"]
 

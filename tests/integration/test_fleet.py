@@ -28,7 +28,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from sqlalchemy import Engine, func, select
 
+from breakglass.bootstrap import deployment_ownership
 from breakglass.catalog.loader import load_catalog
+from breakglass.connectors import MARKER_PREFIX
 from breakglass.connectors.postgres import PostgresConnector
 from breakglass.demo import local_postgres
 from breakglass.domain.model import RequestState
@@ -97,7 +99,9 @@ def _creators(pg_engine: Engine, dsn: str,
               clock: Clock) -> tuple[list[Broker], list[PostgresConnector]]:
     loaded = load_catalog(CATALOG, env={"FLEET_TARGET_DSN": dsn})
     box = SecretBox(SecretBox.new_key())
-    connectors = [PostgresConnector("fleet-db", {"dsn": dsn}) for _ in range(CREATORS)]
+    ownership = deployment_ownership(pg_engine, MARKER_PREFIX, clock)  # the fleet's store's
+    connectors = [PostgresConnector("fleet-db", {"dsn": dsn}, ownership=ownership)
+                  for _ in range(CREATORS)]
     brokers = [Broker(policy=loaded.policy, uow=lambda: UnitOfWork(pg_engine),
                       connectors={"fleet-db": c}, clock=clock, secrets_box=box)
                for c in connectors]

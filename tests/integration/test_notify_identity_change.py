@@ -26,7 +26,7 @@ from breakglass.notify.sinks import Transport
 from breakglass.service.broker import Broker
 from breakglass.service.ports import SecretBox, SystemClock
 from breakglass.storage.uow import UnitOfWork
-from tests.fakes import human
+from tests.fakes import fresh_ownership, human
 from tests.ops_harness import ENV, WebhookReceiver, load
 from tests.services import require
 
@@ -83,7 +83,7 @@ def test_create_role_by_an_emergency_role_is_alerted_within_five_seconds(
         name: target.model_copy(update={"dsn": logging_cluster})
         for name, target in loaded.catalog.targets.items()}}), loaded.policy)
     clock = SystemClock()
-    connectors = build_connectors(loaded)
+    connectors = build_connectors(loaded, fresh_ownership())
     broker = Broker(policy=loaded.policy, uow=lambda: UnitOfWork(pg_engine),
                     connectors=connectors, clock=clock,
                     secrets_box=SecretBox(SecretBox.new_key()))

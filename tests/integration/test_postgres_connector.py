@@ -13,6 +13,9 @@ from breakglass.connectors import GrantSpec
 from breakglass.connectors.postgres import PostgresConnector
 from breakglass.domain.errors import TargetError
 from tests.databases import throwaway_database
+from tests.fakes import fresh_ownership
+
+OWNERSHIP = fresh_ownership()  # this module's deployment
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +33,11 @@ def target_db() -> Iterator[str]:
 
 @pytest.fixture
 def connector(target_db: str) -> Iterator[PostgresConnector]:
-    c = PostgresConnector("embeddings-db", {"dsn": target_db})
+    c = PostgresConnector("embeddings-db", {"dsn": target_db}, ownership=OWNERSHIP)
     yield c
-    for ref in c.list_managed():
-        c.revoke(ref)
+    for ref in c.list_managed():  # its own only: the cluster is shared with other runs
+        if OWNERSHIP.owns(ref):
+            c.revoke(ref)
     c.close()
 
 
@@ -127,7 +131,8 @@ def test_catalog_injection_is_refused(grant):
 
 
 def test_target_errors_never_carry_the_admin_password():
-    c = PostgresConnector("down", {"dsn": "postgresql://postgres:hunter2-secret@127.0.0.1:1/x"})
+    c = PostgresConnector("down", {"dsn": "postgresql://postgres:hunter2-secret@127.0.0.1:1/x"},
+                          ownership=OWNERSHIP)
     with pytest.raises(TargetError) as err:
         c.list_managed()
     assert "hunter2-secret" not in str(err.value)

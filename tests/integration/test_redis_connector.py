@@ -16,7 +16,10 @@ from redis.retry import Retry
 from breakglass.connectors.base import GrantSpec, IssuedCredential
 from breakglass.connectors.redis import RedisConnector, user_name_for
 from breakglass.domain.errors import TargetError
+from tests.fakes import fresh_ownership
 from tests.services import require
+
+OWNERSHIP = fresh_ownership()  # this module's deployment
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +35,8 @@ def admin() -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def connector() -> Iterator[RedisConnector]:
-    conn = RedisConnector("cache-test", {"url": require("BG_TEST_REDIS_URL")})
+    conn = RedisConnector("cache-test", {"url": require("BG_TEST_REDIS_URL")},
+                          ownership=OWNERSHIP)
     yield conn
     conn.close()
 
@@ -145,7 +149,7 @@ def test_revoke_is_idempotent(connector: RedisConnector, mint: Any) -> None:
     issued = mint(READ_APP_KEYS)
     connector.revoke(issued.target_ref)
     connector.revoke(issued.target_ref)
-    connector.revoke(user_name_for("never-granted"))
+    connector.revoke(user_name_for(OWNERSHIP, "never-granted"))
 
 
 def test_revoke_refuses_users_without_the_marker(
@@ -245,6 +249,7 @@ def test_client_url_overrides_what_credentials_show() -> None:
     conn = RedisConnector(
         "cache-test",
         {"url": require("BG_TEST_REDIS_URL"), "client_url": "rediss://cache.example:6380/2"},
+        ownership=OWNERSHIP,
     )
     spec = GrantSpec(
         grant_id=uuid.uuid4().hex,
@@ -270,15 +275,16 @@ def test_target_errors_carry_no_secret() -> None:
     url = urlsplit(require("BG_TEST_REDIS_URL"))
     netloc = f"{url.username or 'default'}:wrong-admin-password@{url.hostname}:{url.port}"
     wrong = url._replace(netloc=netloc).geturl()
-    conn = RedisConnector("cache-test", {"url": wrong})
+    conn = RedisConnector("cache-test", {"url": wrong}, ownership=OWNERSHIP)
     with pytest.raises(TargetError) as info:
         conn.list_managed()
     assert "wrong-admin-password" not in str(info.value)
     assert isinstance(info.value.__cause__, redis.RedisError)
     conn.close()
 
-    down = RedisConnector("cache-down", {"url": "redis://default:pw-nobody-knows@127.0.0.1:1/0"})
+    down = RedisConnector("cache-down", {"url": "redis://default:pw-nobody-knows@127.0.0.1:1/0"},
+                          ownership=OWNERSHIP)
     with pytest.raises(TargetError) as info:
-        down.verify(user_name_for("x"))
+        down.verify(user_name_for(OWNERSHIP, "x"))
     assert "pw-nobody-knows" not in str(info.value)
     down.close()

@@ -29,7 +29,10 @@ from cryptography.hazmat.primitives.serialization import (
 from breakglass.connectors.base import GrantSpec, IssuedCredential
 from breakglass.connectors.ssh import SshCertificateConnector
 from breakglass.domain.errors import TargetError
+from tests.fakes import fresh_ownership
 from tests.services import require
+
+OWNERSHIP = fresh_ownership()  # this module's deployment
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +51,7 @@ class Sshd:
     def connector(self, **extra: Any) -> SshCertificateConnector:
         config: dict[str, Any] = {"ca_key": self.ca_key, "krl": self.krl, "host": self.host}
         config |= {"port": self.port, "user": self.user, **extra}
-        return SshCertificateConnector("bastion-test", config)
+        return SshCertificateConnector("bastion-test", config, ownership=OWNERSHIP)
 
 
 @pytest.fixture(scope="module")
@@ -289,16 +292,18 @@ def test_a_hook_that_needs_the_key_id_is_not_guessed(sshd: Sshd, tmp_path: Path)
     krl = tmp_path / "krl"
     config: dict[str, Any] = {"ca_key": sshd.ca_key, "krl": str(krl), "user": sshd.user}
     config["session_kill_command"] = ["pkill", "-f", "{key_id}"]
-    connector = SshCertificateConnector("bastion-test", config)
+    connector = SshCertificateConnector("bastion-test", config, ownership=OWNERSHIP)
     issued = connector.grant(spec({"principals": [sshd.principal]}))
     with pytest.raises(TargetError, match="key id unknown"):
         connector.revoke(issued.target_ref)  # drift revokes carry no artefacts
     assert not connector.verify(issued.target_ref)  # the KRL was still updated
     config["session_kill_command"] = ["false"]
-    SshCertificateConnector("bastion-test", config).revoke(issued.target_ref)  # 1: none matched
+    again = SshCertificateConnector("bastion-test", config, ownership=OWNERSHIP)
+    again.revoke(issued.target_ref)  # 1: none matched
     config["session_kill_ok_codes"] = [0]
     with pytest.raises(TargetError, match="exited 1"):
-        SshCertificateConnector("bastion-test", config).revoke(issued.target_ref)
+        SshCertificateConnector("bastion-test", config,
+                                ownership=OWNERSHIP).revoke(issued.target_ref)
     assert krl.stat().st_mode & 0o777 == 0o644
 
 

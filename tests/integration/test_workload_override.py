@@ -34,7 +34,7 @@ from breakglass.catalog.loader import load_catalog
 from breakglass.connectors import GrantSpec
 from breakglass.connectors import postgres_override as pg_override
 from breakglass.connectors.postgres import PostgresConnector
-from breakglass.domain.model import RequestState
+from breakglass.domain.model import AccessRequest, PrincipalKind, RequestState, Zone
 from breakglass.service import crashpoints, drift
 from breakglass.service.broker import Broker
 from breakglass.service.ports import SecretBox
@@ -42,7 +42,9 @@ from breakglass.settings import Settings
 from breakglass.storage import tables as t
 from breakglass.storage.uow import UnitOfWork
 from tests.databases import throwaway_database
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, fresh_ownership
+
+OWNERSHIP = fresh_ownership()  # this module's deployment
 
 CATALOG = Path(__file__).parent.parent / "fixtures" / "catalog_workloads.yaml"
 PASSWORD = "svc-password-for-tests"
@@ -90,7 +92,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def connector(target_db: str) -> Iterator[PostgresConnector]:
-    c = PostgresConnector("embeddings-db", {"dsn": target_db})
+    c = PostgresConnector("embeddings-db", {"dsn": target_db}, ownership=OWNERSHIP)
     yield c
     c.close()
 
@@ -252,8 +254,23 @@ def test_two_overrides_of_one_account_keep_what_the_other_still_needs(
     assert held(target_db, account) == BEFORE
 
 
+def _failed_activation(pg_engine, clock, request_id: str) -> None:
+    """The store's record of an activation that failed, whose rollback on the target did not
+    happen (the target was down): the positive evidence drift needs to roll it back."""
+    now = clock.now()
+    with UnitOfWork(pg_engine) as uow:
+        uow.requests.add(AccessRequest(
+            id=request_id, requester="uma", requester_kind=PrincipalKind.HUMAN,
+            requester_teams=frozenset(), roles=("embeddings-append",), zone=Zone.B,
+            environment="prod", incident="SEV-1234", reason="recovery", justification="",
+            ttl=timedelta(minutes=5), created_at=now, pending_until=now,
+            state=RequestState.FAILED, workload="embeddings-pipeline", activated_at=now,
+            ended_at=now, end_reason="target down during the rollback"))
+
+
 def test_an_override_no_grant_owns_is_rolled_back_by_drift(
         broker, clock, target_db, account, connector, pg_engine):
+    _failed_activation(pg_engine, clock, "r-0123456789ab")
     stray = connector.grant(GrantSpec(
         grant_id="r-0123456789ab-g0", request_id="r-0123456789ab", principal="uma",
         role="embeddings-append", incident="SEV-1234",

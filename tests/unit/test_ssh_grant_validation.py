@@ -18,6 +18,9 @@ from cryptography.hazmat.primitives.serialization import (
 from breakglass.connectors.base import MARKER_PREFIX, GrantSpec
 from breakglass.connectors.ssh import SshCertificateConnector
 from breakglass.domain.errors import InvalidInput, TargetError
+from tests.fakes import fresh_ownership
+
+OWNERSHIP = fresh_ownership()  # this module's deployment
 
 pytestmark = pytest.mark.unit
 
@@ -113,7 +116,7 @@ def connector(tmp_path: Path, ca_key: ed25519.Ed25519PrivateKey) -> SshCertifica
         )
     )
     config = {"ca_key": str(path), "krl": str(tmp_path / "krl"), "host": "h", "user": "ops"}
-    return SshCertificateConnector("bastion", config)
+    return SshCertificateConnector("bastion", config, ownership=OWNERSHIP)
 
 
 def spec(grant: dict[str, Any] | None = None, public_key: str | None = None) -> GrantSpec:
@@ -227,7 +230,7 @@ def test_a_ca_key_from_the_environment_never_shows_in_errors(
 ) -> None:
     monkeypatch.setenv("BG_TEST_BROKEN_CA", "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0\n")
     config = {"ca_key_env": "BG_TEST_BROKEN_CA", "krl": str(tmp_path / "krl")}
-    connector = SshCertificateConnector("bastion", config)
+    connector = SshCertificateConnector("bastion", config, ownership=OWNERSHIP)
     with pytest.raises(TargetError) as caught:
         connector.grant(spec())
     assert "c2VjcmV0" not in str(caught.value)

@@ -14,6 +14,7 @@ from breakglass.connectors.base import (
     Connector,
     GrantSpec,
     IssuedCredential,
+    Ownership,
     StandingPrivilege,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "Connector",
     "GrantSpec",
     "IssuedCredential",
+    "Ownership",
     "StandingPrivilege",
     "connector_class",
     "connector_types",

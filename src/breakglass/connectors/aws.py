@@ -56,6 +56,7 @@ from breakglass.connectors.base import (
     Connector,
     GrantSpec,
     IssuedCredential,
+    Ownership,
     StandingPrivilege,
 )
 from breakglass.domain.errors import TargetError
@@ -163,9 +164,13 @@ def session_seconds(expires_at: datetime, now: datetime) -> int:
     return max(MIN_SESSION_SECONDS, min(MAX_SESSION_SECONDS, remaining))
 
 
-def session_name(grant_id: str) -> str:
-    """The STS ``RoleSessionName`` of a grant, which is also its target reference."""
-    return (MARKER_PREFIX + _NAME_UNSAFE.sub("", grant_id))[:64]
+def session_name(grant_id: str, prefix: str = MARKER_PREFIX) -> str:
+    """The STS ``RoleSessionName`` of a grant, which is also its target reference.
+
+    Only the marker prefix, no ownership tag: STS sessions cannot be listed, so drift
+    never acts on them (native expiry ends them), and the name keeps STS's 64 characters
+    for the grant's ID."""
+    return (prefix + _NAME_UNSAFE.sub("", grant_id))[:64]
 
 
 def revoke_policy_name(session: str, native_expiry: datetime) -> str:
@@ -265,8 +270,8 @@ class AwsStsConnector(Connector):
                 errors.append(exc.message)
         return errors
 
-    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
-        super().__init__(name, config)
+    def __init__(self, name: str, config: Mapping[str, Any], *, ownership: Ownership) -> None:
+        super().__init__(name, config, ownership=ownership)
         self.role_arn = str(config.get("role_arn", ""))
         self.role_name = self.role_arn.rsplit("/", 1)[-1]
         self.region = str(config.get("region") or DEFAULT_REGION)
@@ -301,7 +306,7 @@ class AwsStsConnector(Connector):
         now = datetime.now(UTC)
         if spec.expires_at <= now:
             raise TargetError(f"grant {spec.grant_id} has already expired")
-        session = session_name(spec.grant_id)
+        session = session_name(spec.grant_id, self.ownership.prefix)
         tags = {"request": spec.request_id, "incident": spec.incident, "principal": spec.principal}
         params: AssumeRoleRequestTypeDef = {
             "RoleArn": self.role_arn,
@@ -335,7 +340,7 @@ class AwsStsConnector(Connector):
     def revoke(self, target_ref: str, artefacts: tuple[str, ...] = ()) -> None:
         """Deny everything to this one session until its native expiry. Idempotent.
         Without grant's artefact the revocation lasts the longest session STS allows."""
-        if not target_ref.startswith(MARKER_PREFIX):
+        if not self.ownership.looks_like(target_ref):
             raise TargetError(f"{target_ref!r} is not a breakglass session name")
         now = datetime.now(UTC)
         self.cleanup_expired_revocations(now)
@@ -388,7 +393,7 @@ class AwsStsConnector(Connector):
         return []
 
     def planned_ref(self, grant_id: str) -> str:
-        return session_name(grant_id)
+        return session_name(grant_id, self.ownership.prefix)
 
     def inventory(self) -> list[StandingPrivilege]:
         """Users with an active access key, and users, groups and roles with

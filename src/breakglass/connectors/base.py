@@ -12,8 +12,16 @@ I/O with a target goes through these four methods, nothing else:
   revoking something already gone succeeds.
 * :meth:`Connector.verify` says whether the credential still exists and is
   usable on the target (used by drift detection and tests).
-* :meth:`Connector.list_managed` lists every target-side reference that
-  carries the broker's marker, so drift can be reconciled.
+* :meth:`Connector.list_managed` lists every target-side reference whose name
+  starts with the deployment's marker prefix, so drift can be reconciled.
+
+**Ownership.** Every connector is built with the deployment's
+:class:`Ownership` (a required keyword of the constructor) and names what it
+creates with :meth:`Ownership.ref_for`: the marker prefix, the grant's ID and a
+tag, an HMAC under a key only this deployment's store holds. A name that merely
+starts with the prefix proves nothing; :meth:`Ownership.owns` tells the
+deployment's own names from lookalikes (a pre-existing application role, another
+deployment's grants, a forgery), and drift never touches a name it does not own.
 
 Driver errors are mapped to :class:`breakglass.domain.errors.TargetError`
 (``raise TargetError(...) from exc``) and never carry secrets.
@@ -48,13 +56,68 @@ through the ``breakglass.connectors`` entry-point group.
 from __future__ import annotations
 
 import abc
+import hashlib
+import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
 MARKER_PREFIX = "bg_"
-"""Every target-side artefact the broker creates carries this prefix."""
+"""The default marker prefix (``BREAKGLASS_MARKER_PREFIX``) of target-side names."""
+
+MARKER_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,11}$")
+"""A marker prefix: a lowercase letter, then up to 11 lowercase letters, digits or ``_``."""
+
+TAG_CHARS = 16
+_MAX_NAME = 63  # PostgreSQL's identifier limit, the tightest of the targets
+_MAX_GRANT_CHARS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """What marks a target-side name as this deployment's own.
+
+    ``ref_for(grant_id)`` is ``prefix + sanitized grant ID + "_" + tag``, where the tag is
+    the first 16 hex digits of HMAC-SHA256 of the rest under ``key``, a random secret
+    created once per deployment and kept in its store (every broker of one fleet shares
+    it; another deployment has another). At most 61 characters, lowercase ASCII.
+    """
+
+    prefix: str
+    key: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not MARKER_PREFIX_PATTERN.match(self.prefix):
+            raise ValueError(f"marker prefix {self.prefix!r}: a lowercase letter, then up to "
+                             "11 lowercase letters, digits or '_'")
+        if len(self.key) < 16:
+            raise ValueError("ownership key: at least 16 bytes")
+
+    def ref_for(self, grant_id: str) -> str:
+        """The target-side name of a grant, carrying this deployment's tag."""
+        body = re.sub(r"[^a-z0-9]", "", grant_id.lower())[:_MAX_GRANT_CHARS]
+        if not body:
+            raise ValueError(f"grant id {grant_id!r} has no letter or digit to name it by")
+        stem = self.prefix + body
+        return f"{stem}_{self._tag(stem)}"
+
+    def owns(self, ref: str) -> bool:
+        """True only for a name made by :meth:`ref_for` under this deployment's key."""
+        if len(ref) > _MAX_NAME or not ref.startswith(self.prefix):
+            return False
+        stem, sep, tag = ref.rpartition("_")
+        if not sep or len(tag) != TAG_CHARS or len(stem) <= len(self.prefix):
+            return False
+        return hmac.compare_digest(tag.encode(), self._tag(stem).encode())
+
+    def looks_like(self, ref: str) -> bool:
+        """True for any name under the marker prefix, owned or not."""
+        return ref.startswith(self.prefix)
+
+    def _tag(self, stem: str) -> str:
+        return hmac.new(self.key, stem.encode(), hashlib.sha256).hexdigest()[:TAG_CHARS]
 
 IDENTITY_ATTRIBUTES = frozenset({
     "superuser", "createrole", "createdb", "bypassrls", "replication", "login", "inherit",
@@ -139,9 +202,11 @@ class Connector(abc.ABC):
     """True for targets that can add a role's privileges to an existing account and
     roll them back (``GrantSpec.account``); workloads need such a target."""
 
-    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+    def __init__(self, name: str, config: Mapping[str, Any], *, ownership: Ownership) -> None:
         self.name = name
         self.config = config
+        self.ownership = ownership
+        """The deployment's marker: every name this connector creates comes from it."""
 
     @classmethod
     def validate_grant(cls, grant: Mapping[str, Any]) -> list[str]:
@@ -194,7 +259,8 @@ class Connector(abc.ABC):
 
     @abc.abstractmethod
     def list_managed(self) -> list[str]:
-        """Every target-side reference that carries the broker's marker."""
+        """Every target-side reference under the marker prefix, owned or a lookalike
+        (drift tells them apart with :meth:`Ownership.owns`)."""
 
     def planned_ref(self, grant_id: str) -> str | None:
         """The target-side reference a grant will get, when it is known before minting.

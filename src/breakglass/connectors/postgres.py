@@ -54,10 +54,10 @@ from psycopg.conninfo import conninfo_to_dict
 from scramp import ScramMechanism
 
 from breakglass.connectors.base import (
-    MARKER_PREFIX,
     Connector,
     GrantSpec,
     IssuedCredential,
+    Ownership,
     StandingPrivilege,
 )
 from breakglass.connectors.postgres_effective import excess_privileges
@@ -87,24 +87,29 @@ MAX_CONNECTION_LIMIT = 100
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]{0,62}"
 _IDENT_RE = re.compile(_IDENT)
 _TABLE = re.compile(rf"({_IDENT})\.({_IDENT}|\*)")
-_ROLE = re.compile(rf"^{MARKER_PREFIX}[a-z0-9_]{{1,40}}$")
+_ROLE = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
 DEFAULT_CONNECTION_LIMIT = 5
 SCRAM_ITERATIONS = 4096
 """PostgreSQL's own default (``scram_iterations``)."""
 _SCRAM = ScramMechanism("SCRAM-SHA-256")
 
 
-def role_name_for(grant_id: str) -> str:
-    """The target-side role name of a grant: the marker prefix and the grant's ID."""
-    return MARKER_PREFIX + re.sub(r"[^a-z0-9]", "", grant_id.lower())[:32]
+def role_name_for(ownership: Ownership, grant_id: str) -> str:
+    """The target-side role name of a grant: the deployment's marker for the grant's ID."""
+    return ownership.ref_for(grant_id)
+
+
+def is_role_name(ownership: Ownership, name: str) -> bool:
+    """Whether ``name`` is shaped like a role the broker makes (its prefix, lowercase)."""
+    return bool(_ROLE.match(name)) and ownership.looks_like(name)
 
 
 class PostgresConnector(Connector):
     type = "postgres"
     supports_account_override = True
 
-    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
-        super().__init__(name, config)
+    def __init__(self, name: str, config: Mapping[str, Any], *, ownership: Ownership) -> None:
+        super().__init__(name, config, ownership=ownership)
         self._dsn = str(config["dsn"])
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
@@ -203,10 +208,11 @@ class PostgresConnector(Connector):
         if refused:
             raise TargetError(f"postgres target {self.name}: refusing grant {spec.grant_id}: "
                               + "; ".join(refused))
-        role = role_name_for(spec.grant_id)
+        role = role_name_for(self.ownership, spec.grant_id)
         if spec.account is not None:
             override = OverrideSpec(
-                marker=role, account=spec.account, database=self._dbname,
+                marker=role, ownership=self.ownership, account=spec.account,
+                database=self._dbname,
                 privileges=[str(p) for p in spec.grant["privileges"]],
                 tables=override_tables(spec.grant), expires_at=spec.expires_at,
                 request_id=spec.request_id, incident=spec.incident)
@@ -284,10 +290,10 @@ class PostgresConnector(Connector):
             conn.execute(sql.SQL("GRANT {} ON {} TO {}").format(privileges, on, ident))
 
     def revoke(self, target_ref: str, artefacts: tuple[str, ...] = ()) -> None:
-        if not _ROLE.match(target_ref):
+        if not is_role_name(self.ownership, target_ref):
             raise TargetError(f"refusing to revoke {target_ref!r}: not a broker-managed role")
         with self._admin() as conn:
-            if roll_back_override(conn, target_ref, artefacts, self._dbname):
+            if roll_back_override(conn, target_ref, artefacts, self._dbname, self.ownership):
                 return
             exists = conn.execute(
                 "SELECT 1 FROM pg_roles WHERE rolname = %s", (target_ref,)
@@ -301,7 +307,7 @@ class PostgresConnector(Connector):
                 raise TargetError(f"postgres target {self.name}: {exc}") from exc
 
     def planned_ref(self, grant_id: str) -> str | None:
-        return role_name_for(grant_id)
+        return role_name_for(self.ownership, grant_id)
 
     def verify(self, target_ref: str) -> bool:
         with self._admin() as conn:
@@ -320,7 +326,7 @@ class PostgresConnector(Connector):
             rows = conn.execute(
                 "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles "
                 "WHERE starts_with(rolname, %s) ORDER BY 1",
-                (MARKER_PREFIX,),
+                (self.ownership.prefix,),
             ).fetchall()
         return [str(r[0]) for r in rows if not foreign_marker(r[1], self._dbname)]
 

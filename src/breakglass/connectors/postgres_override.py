@@ -7,14 +7,16 @@ only the missing ones are granted, and exactly those are recorded:
 
 * in the grant's ``artefacts``, one JSON object per added privilege;
 * on the target, in the comment of a ``NOLOGIN`` marker role named like any
-  other grant (``bg_<grant>``), created in the same transaction as the grants.
+  other grant (the deployment's :class:`~breakglass.connectors.base.Ownership`
+  name, ``bg_<grant>_<tag>``), created in the same transaction as the grants.
 
 The marker makes an override visible to drift reconciliation and lets a broker
 that crashed between granting and recording roll it back from the target
 alone. Rollback revokes only what was added (never a privilege the account
 held before), skips what another live override of the same account still
-needs, then drops the marker; all in one transaction, under an advisory lock
-per account. Running it again after an interruption is harmless.
+needs (an override of this deployment: a role that only looks like a marker
+cannot keep a privilege alive), then drops the marker; all in one transaction,
+under an advisory lock per account. Running it again after an interruption is harmless.
 
 The account's sessions are left alone: they belong to the running service,
 and PostgreSQL checks table privileges at every statement, so a revoked
@@ -32,7 +34,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from breakglass.connectors.base import MARKER_PREFIX, IssuedCredential
+from breakglass.connectors.base import IssuedCredential, Ownership
 from breakglass.domain.errors import TargetError
 
 OVERRIDE_COMMENT = "breakglass override "
@@ -84,6 +86,7 @@ class Privilege:
 @dataclass(frozen=True, slots=True)
 class OverrideSpec:
     marker: str
+    ownership: Ownership
     account: str
     database: str
     privileges: Sequence[str]
@@ -95,12 +98,13 @@ class OverrideSpec:
 
 def apply_override(conn: psycopg.Connection[Any], spec: OverrideSpec) -> IssuedCredential:
     """Grant what the account lacks; record it on the marker and in the artefacts."""
-    if spec.account.startswith(MARKER_PREFIX):
+    if spec.ownership.looks_like(spec.account):
         raise TargetError(f"refusing to override {spec.account!r}: a broker-managed role")
     with conn.transaction():
         _lock(conn, spec.database, spec.account)
         account_oid = _account_oid(conn, spec.account)
-        claimed = _claimed_by_others(conn, spec.marker, spec.database, spec.account)
+        claimed = _claimed_by_others(conn, spec.marker, spec.database, spec.account,
+                                     spec.ownership)
         wanted = [Privilege(spec.account, schema, "", "USAGE")
                   for schema in dict.fromkeys(s for s, _ in spec.tables)]
         for schema, table in spec.tables:
@@ -139,7 +143,8 @@ def apply_override(conn: psycopg.Connection[Any], spec: OverrideSpec) -> IssuedC
 
 
 def roll_back_override(
-    conn: psycopg.Connection[Any], marker: str, artefacts: Iterable[str], database: str
+    conn: psycopg.Connection[Any], marker: str, artefacts: Iterable[str], database: str,
+    ownership: Ownership,
 ) -> bool:
     """Undo an override; False when ``marker`` is not one (nothing done)."""
     listed = [p for p in map(Privilege.decode, artefacts) if p is not None]
@@ -154,7 +159,7 @@ def roll_back_override(
         undo = sorted(set(listed) | set(recorded))
         for account in sorted({p.account for p in undo}):
             _lock(conn, database, account)
-            keep = _claimed_by_others(conn, marker, database, account)
+            keep = _claimed_by_others(conn, marker, database, account, ownership)
             for priv in (p for p in undo if p.account == account and p not in keep):
                 if _exists(conn, priv) and _role_exists(conn, account):
                     revoke_privilege(conn, priv)
@@ -261,16 +266,20 @@ def _held(conn: psycopg.Connection[Any], account_oid: int, priv: Privilege) -> b
 
 
 def _claimed_by_others(
-    conn: psycopg.Connection[Any], marker: str, database: str, account: str
+    conn: psycopg.Connection[Any], marker: str, database: str, account: str,
+    ownership: Ownership,
 ) -> set[Privilege]:
-    """Privileges other live overrides of the same account added (and still need)."""
+    """Privileges other live overrides of this deployment on the same account added (and
+    still need); a lookalike marker role claims nothing."""
     rows = conn.execute(
-        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles "
+        "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles "
         "WHERE starts_with(rolname, %s) AND rolname <> %s",
-        (MARKER_PREFIX, marker),
+        (ownership.prefix, marker),
     ).fetchall()
     claimed: set[Privilege] = set()
-    for (comment,) in rows:
+    for name, comment in rows:
+        if not ownership.owns(str(name)):
+            continue
         record = _parse(comment)
         if record is None or record.get("database") != database:
             continue

@@ -54,8 +54,9 @@ naming one is refused, and a category containing one (``+@admin`` in zone C)
 loses it to the hard ``-`` rules. :meth:`RedisConnector.dangerous` tells whether
 a grant block needs ``allow_dangerous``.
 
-The ACL user name is :data:`MARKER_PREFIX` followed by up to 32 lowercase
-letters and digits taken from the grant ID (``bg_0f3a...``).
+The ACL user name is the deployment's marker (:meth:`Ownership.ref_for`): the
+marker prefix, up to 32 lowercase letters and digits taken from the grant ID,
+and the deployment's tag (``bg_r0f3a...g0_5c1e...``).
 """
 
 from __future__ import annotations
@@ -73,15 +74,15 @@ import redis
 
 from breakglass.connectors import redis_acl as acl
 from breakglass.connectors.base import (
-    MARKER_PREFIX,
     Connector,
     GrantSpec,
     IssuedCredential,
+    Ownership,
     StandingPrivilege,
 )
 from breakglass.domain.errors import TargetError
 
-_USER = re.compile(rf"^{MARKER_PREFIX}[a-z0-9]{{1,32}}$")
+_USER = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 _MAX_PATTERN = 200
 _KEY_PROBES = 4  # allowed key/channel commands asked again with names of every class
@@ -89,9 +90,14 @@ STANDING_RULES = frozenset({"+@all", "allcommands", "+@admin", "+@dangerous"})
 _GRANT_FIELDS = frozenset({"keys", "commands", "channels", "allow_dangerous"})
 
 
-def user_name_for(grant_id: str) -> str:
-    """The ACL user name of a grant: the marker prefix and the grant's ID."""
-    return MARKER_PREFIX + re.sub(r"[^a-z0-9]", "", grant_id.lower())[:32]
+def user_name_for(ownership: Ownership, grant_id: str) -> str:
+    """The ACL user name of a grant: the deployment's marker for the grant's ID."""
+    return ownership.ref_for(grant_id)
+
+
+def is_user_name(ownership: Ownership, name: str) -> bool:
+    """Whether ``name`` is shaped like an ACL user the broker makes (its prefix, lowercase)."""
+    return bool(_USER.match(name)) and ownership.looks_like(name)
 
 
 class RedisConnector(Connector):
@@ -99,8 +105,8 @@ class RedisConnector(Connector):
     _probe_table: tuple[acl.Probe, ...] | None = None
     """The live server's command table, read once per connector (see :meth:`_excess`)."""
 
-    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
-        super().__init__(name, config)
+    def __init__(self, name: str, config: Mapping[str, Any], *, ownership: Ownership) -> None:
+        super().__init__(name, config, ownership=ownership)
         self._url = str(config["url"])
         admin = urlsplit(self._url)
         shown = urlsplit(str(config.get("client_url") or self._url))
@@ -210,8 +216,8 @@ class RedisConnector(Connector):
         errors = self.validate_grant(spec.grant) or self.validate_for_zone(spec.grant, spec.zone)
         if errors:
             raise TargetError(f"redis target {self.name}: invalid grant: {'; '.join(errors)}")
-        user = user_name_for(spec.grant_id)
-        if not _USER.match(user):
+        user = user_name_for(self.ownership, spec.grant_id)
+        if not is_user_name(self.ownership, user):
             raise TargetError(f"grant id {spec.grant_id!r} gives no valid ACL user name")
         password = secrets.token_urlsafe(32)
         with self._admin(password) as client:
@@ -289,7 +295,7 @@ class RedisConnector(Connector):
 
     def revoke(self, target_ref: str, artefacts: tuple[str, ...] = ()) -> None:
         del artefacts
-        if not _USER.match(target_ref):
+        if not is_user_name(self.ownership, target_ref):
             raise TargetError(f"refusing to revoke {target_ref!r}: not a broker-managed user")
         with self._admin() as client:
             if client.acl_getuser(target_ref) is None:
@@ -303,7 +309,7 @@ class RedisConnector(Connector):
             client.acl_deluser(target_ref)
 
     def planned_ref(self, grant_id: str) -> str | None:
-        return user_name_for(grant_id)
+        return user_name_for(self.ownership, grant_id)
 
     def verify(self, target_ref: str) -> bool:
         with self._admin() as client:
@@ -314,7 +320,7 @@ class RedisConnector(Connector):
     def list_managed(self) -> list[str]:
         with self._admin() as client:
             users = client.acl_users()
-        return sorted(str(u) for u in users if str(u).startswith(MARKER_PREFIX))
+        return sorted(str(u) for u in users if self.ownership.looks_like(str(u)))
 
     def inventory(self) -> list[StandingPrivilege]:
         """Enabled users with ``+@all``/``allcommands``/``+@admin``/``+@dangerous``,

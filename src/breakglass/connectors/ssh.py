@@ -58,10 +58,10 @@ from cryptography.hazmat.primitives.serialization import SSHCertificateBuilder, 
 from cryptography.hazmat.primitives.serialization import SSHCertPrivateKeyTypes as CaKey
 
 from breakglass.connectors.base import (
-    MARKER_PREFIX,
     Connector,
     GrantSpec,
     IssuedCredential,
+    Ownership,
     StandingPrivilege,
 )
 from breakglass.domain.errors import InvalidInput, TargetError
@@ -75,7 +75,7 @@ _PRINCIPAL = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 _KEY_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:@-]")
 _KEY_ID_ARTEFACT = "ssh-key-id:"
 _PLACEHOLDER = re.compile(r"\{(serial|key_id|user|target_ref)\}")
-_TARGET_REF = re.compile(re.escape(MARKER_PREFIX) + r"([1-9][0-9]{0,19})")
+_SERIAL = re.compile(r"[1-9][0-9]{0,19}")
 _KEY_TYPES = (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)
 _GRANT_FIELDS = frozenset({"principals", "pty", "force_command", "source_address"})
 MAX_PUBLIC_KEY_BYTES = 16 * 1024
@@ -89,8 +89,8 @@ class SshCertificateConnector(Connector):
     lists_managed: ClassVar[bool] = False
     accepts_public_key: ClassVar[bool] = True
 
-    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
-        super().__init__(name, config)
+    def __init__(self, name: str, config: Mapping[str, Any], *, ownership: Ownership) -> None:
+        super().__init__(name, config, ownership=ownership)
         self._ca_key: CaKey | None = None
         self._krl = Path(str(config.get("krl", "")))
         self._user = str(config.get("user", ""))
@@ -177,15 +177,15 @@ class SshCertificateConnector(Connector):
         # The serial as a string: JSON readers in browsers lose precision above 2**53.
         secret |= {"serial": str(serial), "expires_at": spec.expires_at.isoformat()}
         artefacts = (f"{_KEY_ID_ARTEFACT}{key_id}",)
-        return IssuedCredential(f"{MARKER_PREFIX}{serial}", secret, artefacts)
+        return IssuedCredential(f"{self.ownership.prefix}{serial}", secret, artefacts)
 
     def revoke(self, target_ref: str, artefacts: tuple[str, ...] = ()) -> None:
-        serial = _serial_of(target_ref)
+        serial = _serial_of(target_ref, self.ownership.prefix)
         self._add_to_krl(serial)
         self._end_sessions(target_ref, serial, artefacts)
 
     def verify(self, target_ref: str) -> bool:
-        serial = _serial_of(target_ref)
+        serial = _serial_of(target_ref, self.ownership.prefix)
         if not self._krl.exists() or self._krl.stat().st_size == 0:
             return True
         listing = self._keygen("-Q", "-l", "-f", str(self._krl))
@@ -301,11 +301,11 @@ def _source_address_errors(value: object) -> list[str]:
     return errors
 
 
-def _serial_of(target_ref: str) -> int:
-    match = _TARGET_REF.fullmatch(target_ref)
-    if match is None or int(match[1]) >= 2**64:
+def _serial_of(target_ref: str, prefix: str) -> int:
+    digits = target_ref.removeprefix(prefix)
+    if digits == target_ref or not _SERIAL.fullmatch(digits) or int(digits) >= 2**64:
         raise InvalidInput(f"not an ssh certificate reference: {target_ref!r}")
-    return int(match[1])
+    return int(digits)
 
 
 def public_key_fingerprint(text: str) -> str:

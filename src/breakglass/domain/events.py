@@ -43,6 +43,7 @@ class EventTag(StrEnum):
     INCIDENT_CLOSED = "incident:access:closed"
     DRIFT_ORPHAN = "drift:orphan:revoked"
     DRIFT_MISSING = "drift:credential:missing"
+    DRIFT_LOOKALIKE = "drift:lookalike:found"
     ACTION_REFUSED = "request:action:refused"
     GRANT_ISSUED = "grant:credential:issued"
     GRANT_REVOKED = "grant:credential:revoked"

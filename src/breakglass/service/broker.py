@@ -33,6 +33,7 @@ from breakglass.domain.model import (
     RequestState,
     RoleDef,
 )
+from breakglass.service import drift
 from breakglass.service.activation import Activator
 from breakglass.service.extensions import Extender
 from breakglass.service.incidents import IncidentDirectory, IncidentGate
@@ -366,6 +367,7 @@ class Broker:
         found: list[StandingPrivilege] = []
         for name in names:
             found.extend(self._connector(name).inventory())
+            found.extend(drift.findings(self._uow, name, self._connector(name)))
         return found
 
     # -- queries --------------------------------------------------------------------

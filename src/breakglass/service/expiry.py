@@ -31,6 +31,7 @@ class ExpiryLoop:
         self._clock = clock
         self._max_sleep = max_sleep
         self._drift_interval = drift_interval
+        self._drift_memory = drift.DriftMemory()  # each finding alerted once per start
         self._recover_interval = recover_interval
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -62,10 +63,10 @@ class ExpiryLoop:
                 self._broker.extensions.tick()  # approved extensions, expiry warnings
                 if time.monotonic() >= next_drift:
                     report = drift.sweep(self._broker.uow_factory, self._broker.connectors,
-                                         self._clock)
-                    if report.orphans_revoked or report.missing:
+                                         self._clock, self._drift_memory)
+                    if report.orphans_revoked or report.missing or report.findings:
                         log.warning("drift", orphans=report.orphans_revoked,
-                                    missing=report.missing)
+                                    missing=report.missing, findings=report.findings)
                     next_drift = time.monotonic() + self._drift_interval
                 deadline = self._broker.next_deadline()
             except BreakglassError as exc:

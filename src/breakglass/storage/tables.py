@@ -195,3 +195,13 @@ sessions = Table(
     Column("first_seen", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False, index=True),
 )
+
+# the deployment itself: one row, made once by whichever broker of the fleet starts first;
+# its key tags every name the broker creates on a target (connectors.base.Ownership)
+deployment = Table(
+    "deployment",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("ownership_key", LargeBinary(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)

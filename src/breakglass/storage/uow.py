@@ -18,6 +18,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Connection, Engine, create_engine, event
 
 from breakglass.storage.events import Event, EventLog, PendingEvents, iter_events, observers_for
+from breakglass.storage.ownership import OwnershipRepository
 from breakglass.storage.repository import (
     GrantRepository,
     RequestRepository,
@@ -72,6 +73,7 @@ class UnitOfWork:
         self._requests: RequestRepository | None = None
         self._grants: GrantRepository | None = None
         self._after_commit: list[Callable[[], object]] = []
+        self._isolation: str | None = None
         self.events = EventLog(self._connection, locking=self._locking,
                                observers=observers_for(engine), after_commit=self.on_commit)
 
@@ -81,8 +83,21 @@ class UnitOfWork:
     def _connection(self) -> Connection:
         if self._conn is None:
             self._conn = self._engine.connect()
+            if self._isolation is not None:
+                self._conn.execution_options(isolation_level=self._isolation)
             self._conn.begin()
         return self._conn
+
+    def snapshot(self) -> UnitOfWork:
+        """Make every read of this unit one consistent view of the store; call it first.
+
+        PostgreSQL: a ``REPEATABLE READ`` transaction (one snapshot for all its
+        statements). SQLite: ``BEGIN IMMEDIATE`` already holds the database throughout."""
+        if self._conn is not None:
+            raise RuntimeError("snapshot() must come before the unit's first read")
+        if self._locking:
+            self._isolation = "REPEATABLE READ"
+        return self
 
     @property
     def connection(self) -> Connection:
@@ -99,6 +114,10 @@ class UnitOfWork:
         if self._grants is None:
             self._grants = GrantRepository(self._connection(), locking=self._locking)
         return self._grants
+
+    @property
+    def ownership(self) -> OwnershipRepository:
+        return OwnershipRepository(self._connection())
 
     @property
     def sessions(self) -> SessionRepository:
