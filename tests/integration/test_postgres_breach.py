@@ -25,7 +25,10 @@ from breakglass.connectors.postgres import PostgresConnector, role_name_for
 from breakglass.connectors.postgres_revoke import remove_role
 from breakglass.domain.errors import TargetError
 from tests.databases import throwaway_database
+from tests.fakes import fresh_ownership
 from tests.services import require
+
+OWNERSHIP = fresh_ownership()  # this module's deployment
 
 SCHEMA = (
     "CREATE SCHEMA vectors",
@@ -83,7 +86,7 @@ def test_a_target_logging_every_statement_never_logs_the_password(target: str) -
             sql.Identifier(dbname(target))))
     log = server_log(admin_dsn)
     start = log.stat().st_size
-    connector = PostgresConnector("db", {"dsn": target})
+    connector = PostgresConnector("db", {"dsn": target}, ownership=OWNERSHIP)
     try:
         cred = connector.grant(spec(READ))
         password = cred.secret["password"]
@@ -105,7 +108,7 @@ def test_a_target_logging_every_statement_never_logs_the_password(target: str) -
 
 
 def test_the_role_stores_a_scram_verifier_not_the_password(target: str) -> None:
-    connector = PostgresConnector("db", {"dsn": target})
+    connector = PostgresConnector("db", {"dsn": target}, ownership=OWNERSHIP)
     try:
         cred = connector.grant(spec(READ))
         with psycopg.connect(require("BG_TEST_PG_ADMIN_DSN")) as admin:
@@ -153,7 +156,7 @@ def test_a_zone_a_grant_on_a_weakened_target_is_refused_and_leaves_nothing(
             with pytest.raises(TargetError) as err:
                 connector.grant(asked)
             assert "more than its catalog entry" in str(err.value)
-            assert not role_exists(dsn, role_name_for(asked.grant_id))
+            assert not role_exists(dsn, role_name_for(OWNERSHIP, asked.grant_id))
         finally:
             connector.close()
 
@@ -237,7 +240,7 @@ def test_objects_parked_in_other_databases_do_not_keep_the_role_alive(
     target: str, elsewhere: str
 ) -> None:
     admin_dsn = require("BG_TEST_PG_ADMIN_DSN")
-    connector = PostgresConnector("db", {"dsn": target})
+    connector = PostgresConnector("db", {"dsn": target}, ownership=OWNERSHIP)
     asked = spec(READ)
     sessions: list[psycopg.Connection[Any]] = []
     try:
@@ -260,12 +263,12 @@ def test_objects_parked_in_other_databases_do_not_keep_the_role_alive(
         for session in sessions:
             session.close()
         connector.close()
-        remove_leftovers(admin_dsn, role_name_for(asked.grant_id))
+        remove_leftovers(admin_dsn, role_name_for(OWNERSHIP, asked.grant_id))
 
 
 def test_what_template1_passed_on_to_new_databases_goes_too(target: str) -> None:
     admin_dsn = require("BG_TEST_PG_ADMIN_DSN")
-    connector = PostgresConnector("db", {"dsn": target})
+    connector = PostgresConnector("db", {"dsn": target}, ownership=OWNERSHIP)
     asked = spec(READ)
     try:
         cred = connector.grant(asked)
@@ -283,7 +286,7 @@ def test_what_template1_passed_on_to_new_databases_goes_too(target: str) -> None
                     == (0,)
     finally:
         connector.close()
-        remove_leftovers(admin_dsn, role_name_for(asked.grant_id))
+        remove_leftovers(admin_dsn, role_name_for(OWNERSHIP, asked.grant_id))
 
 
 BLOCKERS = {
@@ -302,7 +305,7 @@ def test_when_the_role_cannot_be_dropped_access_is_already_cut(
 ) -> None:
     admin_dsn = require("BG_TEST_PG_ADMIN_DSN")
     block, unblock, note = BLOCKERS[blocker]
-    connector = PostgresConnector("db", {"dsn": target})
+    connector = PostgresConnector("db", {"dsn": target}, ownership=OWNERSHIP)
     parked_in = dbname(elsewhere)
 
     def run(statements: list[str]) -> None:
@@ -338,11 +341,11 @@ def test_when_the_role_cannot_be_dropped_access_is_already_cut(
     finally:
         connector.close()
         run(unblock)
-        remove_leftovers(admin_dsn, role_name_for(asked.grant_id))
+        remove_leftovers(admin_dsn, role_name_for(OWNERSHIP, asked.grant_id))
 
 
 def test_concurrent_revocations_of_one_role_both_succeed(target: str) -> None:
-    connectors = [PostgresConnector("db", {"dsn": target}) for _ in range(4)]
+    connectors = [PostgresConnector("db", {"dsn": target}, ownership=OWNERSHIP) for _ in range(4)]
     try:
         cred = connectors[0].grant(spec(READ))
         with ThreadPoolExecutor(max_workers=4) as pool:

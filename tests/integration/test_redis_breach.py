@@ -31,7 +31,10 @@ from breakglass.connectors.base import GrantSpec, IssuedCredential
 from breakglass.connectors.redis import RedisConnector
 from breakglass.connectors.redis_commands import COMMAND_TABLE
 from breakglass.domain.errors import CatalogError, TargetError
+from tests.fakes import fresh_ownership
 from tests.services import require
+
+OWNERSHIP = fresh_ownership()  # this module's deployment
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +99,8 @@ def admin() -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def connector() -> Iterator[RedisConnector]:
-    conn = RedisConnector("cache-breach", {"url": require("BG_TEST_REDIS_URL")})
+    conn = RedisConnector("cache-breach", {"url": require("BG_TEST_REDIS_URL")},
+                          ownership=OWNERSHIP)
     yield conn
     conn.close()
 

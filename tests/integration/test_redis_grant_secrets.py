@@ -21,7 +21,10 @@ import redis
 
 from breakglass.connectors.base import GrantSpec
 from breakglass.connectors.redis import RedisConnector
+from tests.fakes import fresh_ownership
 from tests.services import require
+
+OWNERSHIP = fresh_ownership()  # this module's deployment
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +98,8 @@ def test_the_password_never_crosses_the_wire() -> None:
     via_relay = url._replace(netloc=f"{url.username or 'default'}:{url.password}"
                                     f"@127.0.0.1:{relay.port}").geturl()
     connector = RedisConnector("cache-relay", {"url": via_relay,
-                                               "client_url": require("BG_TEST_REDIS_URL")})
+                                               "client_url": require("BG_TEST_REDIS_URL")},
+                               ownership=OWNERSHIP)
     try:
         issued = connector.grant(spec())
         try:
@@ -134,7 +138,8 @@ def test_monitor_and_slowlog_never_show_the_password(admin: redis.Redis) -> None
     before = admin.config_get("slowlog-*")
     admin.config_set("slowlog-max-len", 4096)
     admin.config_set("slowlog-log-slower-than", 0)
-    connector = RedisConnector("cache-logs", {"url": require("BG_TEST_REDIS_URL")})
+    connector = RedisConnector("cache-logs", {"url": require("BG_TEST_REDIS_URL")},
+                               ownership=OWNERSHIP)
     try:
         thread.start()
         assert watching.wait(5)
