@@ -17,6 +17,7 @@ import pytest
 from breakglass.connectors import GrantSpec
 from breakglass.connectors.postgres import PostgresConnector, scram_verifier
 from breakglass.domain.errors import TargetError
+from tests.fakes import fresh_ownership
 from tests.unit.test_catalog_guardrails import load_errors
 
 pytestmark = pytest.mark.unit
@@ -119,7 +120,8 @@ def test_the_connector_refuses_before_it_touches_the_target(
 ) -> None:
     # Port 1: nothing listens, so a refusal that connected first would say so instead.
     connector = PostgresConnector("db", {"dsn": "postgresql://admin@127.0.0.1:1/app",
-                                         "reserved_schemas": ["breakglass"]})
+                                         "reserved_schemas": ["breakglass"]},
+                                  ownership=fresh_ownership())
     with pytest.raises(TargetError) as err:
         connector.grant(_spec(grant, zone, account))
     assert rule in str(err.value)
