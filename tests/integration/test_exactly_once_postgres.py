@@ -22,13 +22,14 @@ from breakglass.domain.model import RequestState
 from breakglass.service.broker import Broker
 from breakglass.service.ports import SecretBox
 from breakglass.storage.uow import UnitOfWork
+from tests.fakes import fresh_ownership
 from tests.integration.test_exactly_once import actions, race
 from tests.services import require
 
 
 class CountingPostgres(PostgresConnector):
     def __init__(self, name: str, config: dict[str, str]) -> None:
-        super().__init__(name, config)
+        super().__init__(name, config, ownership=fresh_ownership())
         self.calls: Counter[str] = Counter()
         self.minted: list[str] = []
         self._count_lock = threading.Lock()

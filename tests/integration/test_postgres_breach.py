@@ -150,7 +150,7 @@ def test_a_zone_a_grant_on_a_weakened_target_is_refused_and_leaves_nothing(
     weakness: str,
 ) -> None:
     with throwaway_database("bg_weak", *SCHEMA, *WEAKNESSES[weakness]) as dsn:
-        connector = PostgresConnector("db", {"dsn": dsn})
+        connector = PostgresConnector("db", {"dsn": dsn}, ownership=OWNERSHIP)
         asked = spec(READ)
         try:
             with pytest.raises(TargetError) as err:
@@ -163,7 +163,7 @@ def test_a_zone_a_grant_on_a_weakened_target_is_refused_and_leaves_nothing(
 
 def test_public_writes_inside_the_catalog_scope_are_the_catalogs_own() -> None:
     with throwaway_database("bg_weak", *SCHEMA, *WEAKNESSES["public-insert"]) as dsn:
-        connector = PostgresConnector("db", {"dsn": dsn})
+        connector = PostgresConnector("db", {"dsn": dsn}, ownership=OWNERSHIP)
         try:
             cred = connector.grant(spec({"privileges": ["SELECT", "INSERT"],
                                          "tables": ["vectors.items"]}, zone="B"))
@@ -175,7 +175,7 @@ def test_public_writes_inside_the_catalog_scope_are_the_catalogs_own() -> None:
 def test_the_refusal_names_what_exceeds_the_catalog() -> None:
     with throwaway_database("bg_weak", *SCHEMA, *WEAKNESSES["public-insert"],
                             *WEAKNESSES["public-catalog-read"]) as dsn:
-        connector = PostgresConnector("db", {"dsn": dsn})
+        connector = PostgresConnector("db", {"dsn": dsn}, ownership=OWNERSHIP)
         try:
             with pytest.raises(TargetError) as err:
                 connector.grant(spec(READ))
