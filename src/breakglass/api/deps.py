@@ -23,6 +23,7 @@ ContainerDep = Annotated[Container, Depends(container)]
 
 
 def current_principal(
+    request: Request,
     c: ContainerDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -31,7 +32,20 @@ def current_principal(
                                   rule="identity.token_missing")
         c.record_auth_refusal(missing)
         raise missing
-    return c.authenticate(creds.credentials, "api")
+    who = c.authenticate(creds.credentials, "api")
+    remember_caller(request, who)
+    return who
+
+
+def remember_caller(request: Request, who: Principal) -> None:
+    """Keep the authenticated caller with the request, so a refusal of its input names it."""
+    request.state.breakglass_caller = who
+
+
+def caller_of(request: Request) -> Principal | None:
+    """The caller authenticated for this request, if authentication has run."""
+    found = getattr(request.state, "breakglass_caller", None)
+    return found if isinstance(found, Principal) else None
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
