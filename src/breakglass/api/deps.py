@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from breakglass.bootstrap import Container
@@ -20,6 +20,14 @@ def container(request: Request) -> Container:
 
 
 ContainerDep = Annotated[Container, Depends(container)]
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+RequestId = Annotated[str, Path(max_length=64, pattern=_ID)]
+ExtensionId = Annotated[str, Path(max_length=64, pattern=_ID)]
+ReviewId = Annotated[str, Path(max_length=64, pattern=_ID)]
+TaskId = Annotated[str, Path(max_length=64, pattern=_ID)]
+IncidentId = Annotated[str, Path(min_length=1, max_length=200)]
+"""Path parameters, bounded at the edge: anything else is a 422 naming the field."""
 
 
 def current_principal(
