@@ -47,6 +47,7 @@ from breakglass.service.broker import Broker
 from breakglass.service.expiry import ExpiryLoop
 from breakglass.service.incidents import HttpIncidentDirectory
 from breakglass.service.ports import Clock, SecretBox, SystemClock
+from breakglass.service.recording import actor_name, actor_payload
 from breakglass.service.refusals import RefusalBudget, RefusalRecorder
 from breakglass.service.sessions import SessionLog
 from breakglass.settings import Settings, anchor_placement_refusal, local_anchor_dir
@@ -139,6 +140,14 @@ class Container:
         call being served): recorded, or counted once the refusal budget is spent (see
         :mod:`breakglass.service.refusals`)."""
         self.refusals.refused(exc.rule, exc.message)
+
+    def record_input_refusal(self, exc: InvalidInput, who: Principal | None, method: str,
+                             path: str) -> None:
+        """Account for input the API refused (422), under the same refusal budget: who
+        sent it (if known), the method and path, the rule and reason, never the body."""
+        payload = actor_payload(who, {"method": method, "path": path[:200]})
+        self.refusals.refused(exc.rule, exc.message[:500], actor=actor_name(who or "anonymous"),
+                              action=EventTag.INPUT_REFUSED, payload=payload)
 
     def start_background(self) -> None:
         with self._lock:

@@ -105,3 +105,29 @@ def test_out_of_range_log_positions_are_input_refusals(tmp_path: Path) -> None:
         fine = httpx.get(cli.server + "/v1/audit/proof/inclusion",
                          params={"index": "0", "size": "2"}, headers=headers, timeout=30)
         assert fine.status_code == 200, fine.text
+
+
+def test_input_the_api_refuses_is_recorded_with_who_sent_it(tmp_path: Path) -> None:
+    """A 422 leaves a trace: one api:input:refused event naming the caller, method, path and
+    rule (never the body), for schema errors and for the domain's input rules alike."""
+    with broker_with_a_request(tmp_path, "SEV-6003") as (cli, state, _):
+        saved = json.loads((tmp_path / "home" / "uma" / "breakglass" / "token.json").read_text())
+        headers = {"Authorization": f"Bearer {saved['access_token']}"}
+        body = {"roles": ["embeddings-read"], "incident": "SEV-6003", "reason": "recovery",
+                "justification": "body-only-marker"}
+        bad_ttl = httpx.post(cli.server + "/v1/requests", json={**body, "ttl": "999999999999d"},
+                             headers=headers, timeout=30)
+        unknown = httpx.post(cli.server + "/v1/requests", json={**body, "sudo": True},
+                             headers=headers, timeout=30)
+        anonymous = httpx.post(cli.server + "/v1/dev/token", json={"nobody": 1}, timeout=30)
+        assert (bad_ttl.status_code, unknown.status_code, anonymous.status_code) == (422,) * 3
+    with closing(sqlite3.connect(f"file:{state / 'broker.db'}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT actor, rule, outcome, payload FROM events WHERE action = "
+                          "'api:input:refused' ORDER BY idx").fetchall()
+    seen = [(actor, rule, outcome, json.loads(payload)["path"]) for actor, rule, outcome, payload
+            in rows]
+    assert seen == [("uma", "input.duration", "denied", "/v1/requests"),
+                    ("uma", "input.invalid", "denied", "/v1/requests"),
+                    ("anonymous", "input.invalid", "denied", "/v1/dev/token")]
+    assert all(json.loads(p)["source"] == "127.0.0.1" for *_, p in rows)
+    assert "body-only-marker" not in json.dumps(rows)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from breakglass.domain.durations import parse_duration
 from breakglass.domain.errors import InvalidInput
+from breakglass.metrics.service import parse_since
 
 pytestmark = pytest.mark.unit
 
@@ -30,3 +31,12 @@ def test_bad_durations_are_input_refusals(text: str | int) -> None:
 ])
 def test_good_durations(text: str | int, seconds: int) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+14:00", "0001-01-01", "1900-01-01",
+                                  "\u00b2", "999999999999d", "not a time"])
+def test_a_report_window_out_of_range_is_an_input_refusal(text: str) -> None:
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    with pytest.raises(InvalidInput) as caught:
+        parse_since(text, now)
+    assert caught.value.rule in ("input.since", "input.duration")

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from breakglass import __version__
 from breakglass.api import problems
-from breakglass.api.deps import ContainerDep, CurrentPrincipal, _bearer
+from breakglass.api.deps import ContainerDep, CurrentPrincipal, IncidentId, RequestId, _bearer
 from breakglass.api.routes_audit import router as audit_router
 from breakglass.api.routes_extensions import router as extensions_router
 from breakglass.api.routes_ops import router as ops_router
@@ -61,36 +61,39 @@ def list_requests(
 
 
 @v1.get("/requests/{request_id}", response_model=RequestOut)
-def show_request(request_id: str, who: CurrentPrincipal, c: ContainerDep) -> RequestOut:
+def show_request(request_id: RequestId, who: CurrentPrincipal, c: ContainerDep) -> RequestOut:
     del who
     return RequestOut.of(c.broker.view(request_id))
 
 
 @v1.post("/requests/{request_id}/approvals", response_model=RequestOut)
-def approve(request_id: str, body: Decision, who: CurrentPrincipal, c: ContainerDep) -> RequestOut:
+def approve(request_id: RequestId, body: Decision,
+            who: CurrentPrincipal, c: ContainerDep) -> RequestOut:
     return RequestOut.of(c.broker.approve(who, request_id, body.comment))
 
 
 @v1.post("/requests/{request_id}/denials", response_model=RequestOut)
-def deny(request_id: str, body: Decision, who: CurrentPrincipal, c: ContainerDep) -> RequestOut:
+def deny(request_id: RequestId, body: Decision,
+         who: CurrentPrincipal, c: ContainerDep) -> RequestOut:
     return RequestOut.of(c.broker.deny(who, request_id, body.comment))
 
 
 @v1.post("/requests/{request_id}/cancellation", response_model=RequestOut)
-def cancel(request_id: str, body: Decision, who: CurrentPrincipal, c: ContainerDep) -> RequestOut:
+def cancel(request_id: RequestId, body: Decision,
+           who: CurrentPrincipal, c: ContainerDep) -> RequestOut:
     return RequestOut.of(c.broker.cancel(who, request_id, body.comment))
 
 
 @v1.post("/requests/{request_id}/revocations", response_model=RequestOut)
 def revoke(
-    request_id: str, body: Revocation, who: CurrentPrincipal, c: ContainerDep
+    request_id: RequestId, body: Revocation, who: CurrentPrincipal, c: ContainerDep
 ) -> RequestOut:
     return RequestOut.of(c.broker.revoke(who, request_id, body.reason))
 
 
 @v1.post("/requests/{request_id}/credentials", response_model=Credentials)
 def credentials(
-    request_id: str, who: CurrentPrincipal, c: ContainerDep, response: Response
+    request_id: RequestId, who: CurrentPrincipal, c: ContainerDep, response: Response
 ) -> Credentials:
     found = c.broker.credentials(who, request_id)
     response.headers["Cache-Control"] = "no-store"
@@ -100,20 +103,20 @@ def credentials(
 
 
 @v1.get("/incidents/{incident}/timeline", response_model=list[EventOut])
-def timeline(incident: str, who: CurrentPrincipal, c: ContainerDep) -> list[EventOut]:
+def timeline(incident: IncidentId, who: CurrentPrincipal, c: ContainerDep) -> list[EventOut]:
     del who
     return [EventOut.of(e) for e in c.broker.timeline(incident)]
 
 
 @v1.post("/incidents/{incident}/close")
-def close_incident(incident: str, who: CurrentPrincipal, c: ContainerDep) -> dict[str, Any]:
+def close_incident(incident: IncidentId, who: CurrentPrincipal, c: ContainerDep) -> dict[str, Any]:
     """Revoke every active grant of the incident at once (both tracks)."""
     return {"incident": incident, "revoked": c.broker.close_incident(who, incident)}
 
 
 @v1.post("/hooks/incidents/{incident}/closed")
 def incident_closed_hook(
-    incident: str, c: ContainerDep,
+    incident: IncidentId, c: ContainerDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> dict[str, Any]:
     """The same, for incident tools: authenticated by the shared hook secret."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from breakglass.bootstrap import Container
@@ -21,8 +21,17 @@ def container(request: Request) -> Container:
 
 ContainerDep = Annotated[Container, Depends(container)]
 
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+RequestId = Annotated[str, Path(max_length=64, pattern=_ID)]
+ExtensionId = Annotated[str, Path(max_length=64, pattern=_ID)]
+ReviewId = Annotated[str, Path(max_length=64, pattern=_ID)]
+TaskId = Annotated[str, Path(max_length=64, pattern=_ID)]
+IncidentId = Annotated[str, Path(min_length=1, max_length=200)]
+"""Path parameters, bounded at the edge: anything else is a 422 naming the field."""
+
 
 def current_principal(
+    request: Request,
     c: ContainerDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -31,7 +40,20 @@ def current_principal(
                                   rule="identity.token_missing")
         c.record_auth_refusal(missing)
         raise missing
-    return c.authenticate(creds.credentials, "api")
+    who = c.authenticate(creds.credentials, "api")
+    remember_caller(request, who)
+    return who
+
+
+def remember_caller(request: Request, who: Principal) -> None:
+    """Keep the authenticated caller with the request, so a refusal of its input names it."""
+    request.state.breakglass_caller = who
+
+
+def caller_of(request: Request) -> Principal | None:
+    """The caller authenticated for this request, if authentication has run."""
+    found = getattr(request.state, "breakglass_caller", None)
+    return found if isinstance(found, Principal) else None
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

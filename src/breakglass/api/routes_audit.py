@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi import Path as FastApiPath
 from fastapi.responses import PlainTextResponse, Response
 
-from breakglass.api.deps import ContainerDep, CurrentPrincipal
+from breakglass.api.deps import ContainerDep, CurrentPrincipal, IncidentId
 
 router = APIRouter(prefix="/v1")
 MAX_PAGE = 1000
@@ -72,8 +71,7 @@ def verify(who: CurrentPrincipal, c: ContainerDep) -> dict[str, Any]:
 
 
 @router.get("/incidents/{incident}/evidence")
-def evidence(incident: Annotated[str, FastApiPath(max_length=200)], who: CurrentPrincipal,
-             c: ContainerDep) -> Response:
+def evidence(incident: IncidentId, who: CurrentPrincipal, c: ContainerDep) -> Response:
     """A zip an auditor verifies offline with `breakglass audit verify --evidence`."""
     del who
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from breakglass.api.deps import ContainerDep, CurrentPrincipal
+from breakglass.api.deps import ContainerDep, CurrentPrincipal, ExtensionId, RequestId
 from breakglass.api.schemas import ApprovalOut, Body, Decision
 from breakglass.domain.durations import parse_duration
 from breakglass.service.extensions import ExtensionView
@@ -22,7 +22,7 @@ class NewExtension(Body):
 
 class ExtensionOut(BaseModel):
     id: str
-    request_id: str
+    request_id: RequestId
     state: str
     requester: str
     ttl_seconds: int
@@ -52,7 +52,7 @@ class ExtensionOut(BaseModel):
 
 
 @router.post("/requests/{request_id}/extensions", status_code=201, response_model=ExtensionOut)
-def extend(request_id: str, body: NewExtension, who: CurrentPrincipal,
+def extend(request_id: RequestId, body: NewExtension, who: CurrentPrincipal,
            c: ContainerDep) -> ExtensionOut:
     """Ask for more time; the credential keeps working while the extension waits."""
     view = c.broker.extensions.request_extension(who, request_id, parse_duration(body.ttl),
@@ -61,14 +61,14 @@ def extend(request_id: str, body: NewExtension, who: CurrentPrincipal,
 
 
 @router.get("/requests/{request_id}/extensions", response_model=list[ExtensionOut])
-def extensions(request_id: str, who: CurrentPrincipal, c: ContainerDep) -> list[ExtensionOut]:
+def extensions(request_id: RequestId, who: CurrentPrincipal, c: ContainerDep) -> list[ExtensionOut]:
     del who
     return [ExtensionOut.of(v) for v in c.broker.extensions.of_request(request_id)]
 
 
 @router.post("/requests/{request_id}/extensions/{extension_id}/approvals",
              response_model=ExtensionOut)
-def approve_extension(request_id: str, extension_id: str, body: Decision,
+def approve_extension(request_id: RequestId, extension_id: ExtensionId, body: Decision,
                       who: CurrentPrincipal, c: ContainerDep) -> ExtensionOut:
     return ExtensionOut.of(c.broker.extensions.approve(who, request_id, extension_id,
                                                        body.comment))
@@ -76,7 +76,7 @@ def approve_extension(request_id: str, extension_id: str, body: Decision,
 
 @router.post("/requests/{request_id}/extensions/{extension_id}/denials",
              response_model=ExtensionOut)
-def deny_extension(request_id: str, extension_id: str, body: Decision,
+def deny_extension(request_id: RequestId, extension_id: ExtensionId, body: Decision,
                    who: CurrentPrincipal, c: ContainerDep) -> ExtensionOut:
     return ExtensionOut.of(c.broker.extensions.deny(who, request_id, extension_id,
                                                     body.comment))

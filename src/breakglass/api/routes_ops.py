@@ -9,7 +9,14 @@ from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
-from breakglass.api.deps import ContainerDep, CurrentPrincipal, MetricsScraper
+from breakglass.api.deps import (
+    ContainerDep,
+    CurrentPrincipal,
+    IncidentId,
+    MetricsScraper,
+    ReviewId,
+    TaskId,
+)
 from breakglass.bootstrap import Container
 from breakglass.domain.errors import NotFound
 from breakglass.notify.operations import Operations
@@ -81,13 +88,13 @@ def list_reviews(
 
 
 @router.get("/v1/reviews/{review_id}")
-def show_review(review_id: str, who: CurrentPrincipal, c: ContainerDep) -> dict[str, Any]:
+def show_review(review_id: ReviewId, who: CurrentPrincipal, c: ContainerDep) -> dict[str, Any]:
     del who
     return _ops(c).reviews.get(review_id).to_json(c.clock.now())
 
 
 @router.post("/v1/reviews/{review_id}/completion")
-def complete_review(review_id: str, body: Completion, who: CurrentPrincipal,
+def complete_review(review_id: ReviewId, body: Completion, who: CurrentPrincipal,
                     c: ContainerDep) -> dict[str, Any]:
     tasks = [NewTask(owner=t.owner, title=t.title) for t in body.tasks]
     review = _ops(c).reviews.complete(who, review_id, body.findings, tasks)
@@ -95,20 +102,21 @@ def complete_review(review_id: str, body: Completion, who: CurrentPrincipal,
 
 
 @router.post("/v1/reviews/{review_id}/tasks", status_code=201)
-def add_review_task(review_id: str, body: TaskIn, who: CurrentPrincipal,
+def add_review_task(review_id: ReviewId, body: TaskIn, who: CurrentPrincipal,
                     c: ContainerDep) -> dict[str, Any]:
     task = _ops(c).reviews.add_task(who, review_id, NewTask(owner=body.owner, title=body.title))
     return task.to_json()
 
 
 @router.post("/v1/reviews/tasks/{task_id}/closure")
-def close_review_task(task_id: str, body: TaskClosure, who: CurrentPrincipal,
+def close_review_task(task_id: TaskId, body: TaskClosure, who: CurrentPrincipal,
                       c: ContainerDep) -> dict[str, Any]:
     return _ops(c).reviews.close_task(who, task_id, body.note).to_json(c.clock.now())
 
 
 @router.get("/v1/incidents/{incident}/reviews")
-def incident_reviews(incident: str, who: CurrentPrincipal, c: ContainerDep) -> dict[str, Any]:
+def incident_reviews(incident: IncidentId,
+                     who: CurrentPrincipal, c: ContainerDep) -> dict[str, Any]:
     """An incident's reviews rolled up: how many are open, overdue, closed; tasks left."""
     del who
     return _ops(c).reviews.rollup(incident)

@@ -32,10 +32,27 @@ audit_app = typer.Typer(no_args_is_help=True, help="Verify and export the audit 
 
 
 def _vkey(key: str | None) -> str | None:
+    """The verifier keys given with --key: the text itself, or the file it names."""
     if key is None:
         return None
+    if not key.strip():
+        raise typer.BadParameter("is empty: pass the verifier keys, or a file of them",
+                                 param_hint="--key")
     path = Path(key)
-    return path.read_text().strip() if path.exists() else key.strip()
+    if path.is_dir():
+        raise typer.BadParameter(f"{key} is a directory, not a file of verifier keys",
+                                 param_hint="--key")
+    if not path.exists():
+        if "/" in key or key.endswith(".pub"):
+            raise typer.BadParameter(f"no such file: {key}", param_hint="--key")
+        return key.strip()
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise typer.BadParameter(f"cannot read {key}: {exc}", param_hint="--key") from exc
+    if not text:
+        raise typer.BadParameter(f"{key} is empty: it holds no verifier key", param_hint="--key")
+    return text
 
 
 def _witnesses(paths: list[Path] | None) -> list[tuple[str, str]]:
@@ -219,6 +236,9 @@ def _entries(client: ApiClient) -> Iterator[dict[str, Any]]:
 
 def verify_export(directory: Path, vkey: str | None, anchored: list[str] | None = None,
                   witnesses: list[tuple[str, str]] | None = None) -> VerifyReport:
+    if vkey is None and not (directory / "key.pub").is_file():
+        raise typer.BadParameter(f"{directory} has no key.pub: pass --key with the verifier "
+                                 "keys published to you", param_hint="--export")
     keys = Verifiers.parse(vkey or (directory / "key.pub").read_text())
     checkpoints = [p.read_text() for p in sorted((directory / "checkpoints").glob("*.txt"))]
     notes = [] if vkey else ["checked with the export's own key.pub, not trusted keys: pass "

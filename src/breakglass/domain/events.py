@@ -65,6 +65,7 @@ class EventTag(StrEnum):
     SESSION_STARTED = "identity:session:started"
     AUTH_REFUSED = "identity:token:refused"
     AUTH_REFUSALS_COUNTED = "identity:refusals:counted"
+    INPUT_REFUSED = "api:input:refused"
     HIGH_RISK_ACTION = "grant:action:high_risk"
     REVIEW_OPENED = "review:access:opened"
     REVIEW_COMPLETED = "review:access:completed"

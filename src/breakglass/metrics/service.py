@@ -30,7 +30,14 @@ def parse_since(text: str | None, now: datetime) -> datetime:
     except ValueError as exc:
         raise InvalidInput(f"--since takes a duration (7d, 36h) or an ISO time, not {text!r}",
                            rule="input.since") from exc
-    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
+    found = found if found.tzinfo is not None else found.replace(tzinfo=UTC)
+    try:  # year 1 with a positive offset, say, has no UTC time
+        found = found.astimezone(UTC)
+    except OverflowError as exc:
+        raise InvalidInput(f"--since {text!r} is out of range", rule="input.since") from exc
+    if found < now - timedelta(days=3660):
+        raise InvalidInput(f"--since {text!r} is more than ten years back", rule="input.since")
+    return found
 
 
 class ReportService:

@@ -1,4 +1,5 @@
-"""Refusals of callers who could not be authenticated, recorded without flooding the log.
+"""Refusals of callers who could not be authenticated, and of input the API could not
+accept, recorded without flooding the log.
 
 Anyone who can reach the broker can present a bad token, so one event per
 refusal would let an anonymous caller grow the audit log (and every export,
@@ -13,14 +14,18 @@ is still accounted for, in one of two ways:
   when, and from which addresses (the busiest ``top_sources`` by name, the
   rest as a number). The first window of a flood flags an alert.
 
-Tokens never reach these events: only the rule, the reason the verifier gave
-and the client's address. The budget is per broker process.
+Input refusals (a body that fails the schema, a bad duration: HTTP 422) go
+through the same budget as ``api:input:refused`` events naming the caller, the
+method and the path; the request's body never reaches them. Tokens never reach
+these events: only the rule, the reason the verifier gave and the client's
+address. The budget is per broker process.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -82,9 +87,15 @@ class RefusalRecorder:
         self._window = _Window(start=clock.now())
         self._flooding = False  # the last window ended with counted refusals
 
-    def refused(self, rule: str, reason: str, source: str | None = None) -> bool:
+    def refused(self, rule: str, reason: str, source: str | None = None, *,
+                actor: str = "anonymous", action: EventTag = EventTag.AUTH_REFUSED,
+                payload: Mapping[str, Any] | None = None) -> bool:
         """Account for one refusal from ``source`` (by default the address of the call being
-        served); True if it was recorded as its own event."""
+        served); True if it was recorded as its own event.
+
+        ``actor``, ``action`` and ``payload`` describe refusals of authenticated callers
+        too (input the API refused, ``api:input:refused``): they share the budget, so
+        no caller, signed in or not, can grow the log faster than it allows."""
         now = self._clock.now()
         self.flush()
         where = source or caller_address.get() or UNKNOWN_SOURCE
@@ -100,9 +111,9 @@ class RefusalRecorder:
                 w.count(rule, where, now, b.max_sources)
         if record:
             with self._uow() as uow:
-                uow.events.append(ts=now, actor="anonymous", action=EventTag.AUTH_REFUSED,
+                uow.events.append(ts=now, actor=actor, action=action,
                                   outcome="denied", rule=rule, reason=reason,
-                                  payload={SOURCE: where})
+                                  payload={**(payload or {}), SOURCE: where})
         return record
 
     def flush(self, *, force: bool = False) -> int:

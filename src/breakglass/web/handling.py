@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 
-from breakglass.api.problems import STATUS
-from breakglass.domain.errors import BreakglassError, Unauthenticated
+from breakglass.api.problems import STATUS, record_input_refusal, validation_refusal
+from breakglass.domain.errors import BreakglassError, InvalidInput, Unauthenticated
 from breakglass.web.session import LoginRequired, clear_session, render
 
 
@@ -45,12 +45,14 @@ class WebRoute(APIRoute):
                 return await handler(request)
             except LoginRequired:
                 return RedirectResponse("/ui/login", status_code=303)
+            except InvalidInput as exc:
+                await record_input_refusal(request, exc)
+                return banner_page(request, exc)
             except BreakglassError as exc:
                 return banner_page(request, exc)
             except RequestValidationError as exc:
-                parts = [f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: "
-                         f"{e.get('msg')}" for e in exc.errors()]
-                refused = BreakglassError("; ".join(parts)[:2000], rule="input.invalid")
+                refused = validation_refusal(exc)
+                await record_input_refusal(request, refused)
                 return render(request, "refused.html", 422, error=refused, who=None)
 
         return guarded

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from breakglass.api.deps import ContainerDep
+from breakglass.api.deps import ContainerDep, remember_caller
 from breakglass.domain.display import visible
 from breakglass.domain.errors import PolicyRefused
 from breakglass.domain.model import Principal
@@ -118,7 +118,9 @@ def web_principal(request: Request, c: ContainerDep) -> Principal:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise LoginRequired
-    return c.authenticate(token, "web")
+    who = c.authenticate(token, "web")
+    remember_caller(request, who)
+    return who
 
 
 Csrf = Annotated[None, Depends(check_csrf)]
