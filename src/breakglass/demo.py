@@ -63,8 +63,11 @@ def _as_pg_user(argv: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def local_postgres(workdir: Path) -> Iterator[str | None]:
-    """Start a private PostgreSQL cluster; yield its admin DSN (None without binaries)."""
+def local_postgres(workdir: Path, *, csvlog: bool = False) -> Iterator[str | None]:
+    """Start a private PostgreSQL cluster; yield its admin DSN (None without binaries).
+
+    ``csvlog``: the server's log goes to csvlog files through the logging collector
+    (what the identity-change detector reads); otherwise to ``pg.log`` as plain text."""
     bindir = _pg_bin()
     if bindir is None:
         yield None
@@ -80,10 +83,9 @@ def local_postgres(workdir: Path) -> Iterator[str | None]:
                                 "-A", "scram-sha-256", f"--pwfile={pwfile}"]),
                    check=True, capture_output=True)
     pwfile.unlink()
-    # csvlog through the logging collector: the statement log the identity-change
-    # detector reads (notify/pglog.py) over SQL, as it would on a real target.
-    options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {workdir} "
-               "-c logging_collector=on -c log_destination=csvlog -c log_directory=log")
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {workdir}"
+    if csvlog:  # the statement log notify/pglog.py reads over SQL, as on a real target
+        options += " -c logging_collector=on -c log_destination=csvlog -c log_directory=log"
     subprocess.run(_as_pg_user([str(bindir / "pg_ctl"), "-D", str(data), "-l",
                                 str(workdir / "pg.log"), "-w", "-o", options, "start"]),
                    check=True, capture_output=True)
@@ -140,7 +142,7 @@ def run_demo(port: int) -> None:
 
 def _serve_demo(port: int, workdir: Path) -> None:
     server = f"http://127.0.0.1:{port}"
-    with local_postgres(workdir / "pg") as dsn:
+    with local_postgres(workdir / "pg", csvlog=True) as dsn:
         if dsn is not None:
             os.environ["FEATURE_STORE_DSN"] = dsn
             target = "a private PostgreSQL cluster (feature store with features.* tables)"
