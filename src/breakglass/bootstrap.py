@@ -339,6 +339,7 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool =
                      authenticator=_authenticator(loaded, clock, dev_issuer) if serves_api
                      else DevIssuer().verifier(clock=clock.now), clock=clock,
                      dev_issuer=dev_issuer, connectors=connectors,
-                     operations=build_operations(loaded, engine, clock),
+                     operations=build_operations(loaded, engine, clock,
+                                                 marker_prefix=settings.marker_prefix),
                      sessions=SessionLog(lambda: UnitOfWork(engine), clock) if serves_api
                      else None, form_key=box.derive_key("web form tokens"))

@@ -164,3 +164,15 @@ def test_an_unreadable_log_pauses_detection_instead_of_failing(tmp_path):
     assert watcher.poll() == 0  # resting: not asked again until the retry time
     assert (source.calls, source.closed) == (1, 1)
     engine.dispose()
+
+
+def test_a_configured_marker_prefix_is_the_one_watched():
+    """With BREAKGLASS_MARKER_PREFIX=acme_bg_, statements of acme_bg_ roles are findings and
+    those of a bg_ role (not the deployment's prefix) are not."""
+    lines = [
+        {"timestamp": "2026-11-23 02:30:00 UTC", "user": user, "dbname": "db",
+         "session_id": "s", "error_severity": "LOG", "message": f"statement: CREATE ROLE {user}x"}
+        for user in ("acme_bg_r1", "bg_r2")]
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    [found] = findings(records(data, jsonlog=True), "acme_bg_")
+    assert found.statement == "CREATE ROLE acme_bg_r1x"

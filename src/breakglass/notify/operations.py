@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from breakglass.catalog.loader import LoadedCatalog
+from breakglass.connectors import MARKER_PREFIX
 from breakglass.metrics.prometheus import BrokerMetrics
 from breakglass.metrics.service import ReportService
 from breakglass.notify.config import NotifySettings, notify_settings
@@ -75,6 +76,7 @@ def build_operations(
     *,
     transport: Transport | None = None,
     delivery_poll: float = 0.5,
+    marker_prefix: str = MARKER_PREFIX,
 ) -> Operations:
     settings = notify_settings(loaded, os.environ if env is None else env)
     catalog = loaded.catalog
@@ -92,7 +94,8 @@ def build_operations(
     monitor = (ReviewMonitor(reviews, catalog.reviews.check_interval.total_seconds())
                if catalog.reviews.enabled else None)
     watcher = StatementLogWatcher(engine, sources_for(loaded), clock,
-                                  catalog.alerts.rules.identity_change.poll_interval)
+                                  catalog.alerts.rules.identity_change.poll_interval,
+                                  marker_prefix=marker_prefix)
     return Operations(settings=settings, delivery=delivery, watcher=watcher, reviews=reviews,
                       review_monitor=monitor, metrics=metrics,
                       reports=ReportService(engine, loaded, clock), _removers=removers)

@@ -121,10 +121,11 @@ def records(data: bytes, *, jsonlog: bool) -> list[dict[str, str]]:
     return found
 
 
-def findings(items: list[dict[str, str]]) -> list[Finding]:
+def findings(items: list[dict[str, str]], prefix: str = MARKER_PREFIX) -> list[Finding]:
+    """Identity and privilege changes in ``items`` made by roles under the marker ``prefix``."""
     found = []
     for item in items:
-        if not item["user"].startswith(MARKER_PREFIX):
+        if not item["user"].startswith(prefix):
             continue
         match = _STATEMENT.match(item["message"])
         if match is None:
@@ -221,8 +222,9 @@ def sources_for(loaded: LoadedCatalog) -> list[LogSource]:
 
 class StatementLogWatcher:
     def __init__(self, engine: Engine, sources: list[LogSource], clock: Clock,
-                 interval: float = 1.0) -> None:
+                 interval: float = 1.0, *, marker_prefix: str = MARKER_PREFIX) -> None:
         self._engine = engine
+        self._prefix = marker_prefix
         self._sources = sources
         self._clock = clock
         self._interval = interval
@@ -290,7 +292,8 @@ class StatementLogWatcher:
             usable = complete_prefix(data, quoted=name.endswith(".csv"))
             if usable == 0:
                 continue
-            found = findings(records(data[:usable], jsonlog=name.endswith(".json")))
+            found = findings(records(data[:usable], jsonlog=name.endswith(".json")),
+                             self._prefix)
             total += self._record(source.target, name, stored, position + usable, found)
         return total
 
