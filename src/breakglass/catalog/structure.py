@@ -7,6 +7,7 @@ long-standing error lines (``roles.x.target: unknown target 'y'``).
 from __future__ import annotations
 
 from breakglass.catalog.findings import Finding, Path
+from breakglass.catalog.rules import RULES
 from breakglass.catalog.schema import Catalog, RoleConfig, WorkloadConfig
 from breakglass.connectors import MARKER_PREFIX, connector_class, connector_types
 from breakglass.domain.names import duplicate_spellings, normalise_name
@@ -14,7 +15,7 @@ from breakglass.domain.names import duplicate_spellings, normalise_name
 
 def _err(rule: str, path: Path, message: str, hint: str = "", node: Path | None = None
          ) -> Finding:
-    return Finding(rule, "error", path, message, hint, node=node)
+    return Finding(rule, "error", path, message, hint or RULES[rule].fix, node=node)
 
 
 def check_structure(catalog: Catalog) -> list[Finding]:
