@@ -212,3 +212,8 @@ def test_the_ttl_ceiling_is_a_parameter():
     rules = {f.rule for f in analyse_catalog(text, {}, ttl_ceiling=__import__(
         "datetime").timedelta(minutes=45)).findings}
     assert "zone.ttl_ceiling" in rules
+
+
+def test_every_rule_is_documented_with_an_example():
+    docs = (Path(__file__).parent.parent.parent / "docs" / "catalog.md").read_text()
+    assert [r for r in RULES if f"| `{r}` |" not in docs] == []
