@@ -217,3 +217,27 @@ def test_the_ttl_ceiling_is_a_parameter():
 def test_every_rule_is_documented_with_an_example():
     docs = (Path(__file__).parent.parent.parent / "docs" / "catalog.md").read_text()
     assert [r for r in RULES if f"| `{r}` |" not in docs] == []
+
+
+def test_a_connector_that_never_says_what_read_only_means_gets_no_zone_a_roles(monkeypatch):
+    """Fail safe: a third-party connector without ``validate_for_zone`` claims nothing."""
+    from breakglass.catalog import structure
+    from tests.fakes import MemoryConnector
+
+    class Silent(MemoryConnector):
+        pass
+
+    class Careful(MemoryConnector):
+        @classmethod
+        def validate_for_zone(cls, grant, zone):
+            return []
+
+    text = CLEAN.read_text().replace("{type: aws,", "{type: thirdparty,")
+    for cls, refused in ((Silent, True), (Careful, False)):
+        real = structure.connector_class
+        monkeypatch.setattr(structure, "connector_class",
+                            lambda t, cls=cls, real=real: cls if t == "thirdparty" else real(t))
+        found = [f for f in analyse_catalog(text, {}).findings if f.rule == "role.zone_ceiling"]
+        assert bool(found) is refused, found
+        if refused:
+            assert found[0].path == ("roles", "cloud-read", "zone")

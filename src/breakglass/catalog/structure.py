@@ -10,6 +10,7 @@ from breakglass.catalog.findings import Finding, Path
 from breakglass.catalog.rules import RULES
 from breakglass.catalog.schema import Catalog, RoleConfig, WorkloadConfig
 from breakglass.connectors import MARKER_PREFIX, connector_class, connector_types
+from breakglass.connectors.base import Connector
 from breakglass.domain.names import duplicate_spellings, normalise_name
 
 
@@ -111,11 +112,20 @@ def _check_role(catalog: Catalog, name: str, role: RoleConfig) -> list[Finding]:
         if not invalid:
             found += [_err("role.zone_ceiling", where, f"zone {role.zone}: {e}")
                       for e in cls.validate_for_zone(grant, role.zone)]
+        if role.zone == "A" and not _states_read_only(cls):
+            found.append(_err("role.zone_ceiling", ("roles", name, "zone"),
+                              f"zone A: connector '{target.type}' does not state what "
+                              "read-only means for its targets, so it has no zone A roles"))
         risky = any(grant.get(flag) for flag in ("allow_dangerous", "allow_identity_changes"))
         if risky and role.zone != "C":
             found.append(_err("role.dangerous", where,
                               "dangerous or identity-changing grants are zone C only"))
     return found
+
+
+def _states_read_only(cls: type[Connector]) -> bool:
+    """Fail safe: a connector that never overrides the zone check claims no read-only mode."""
+    return cls.validate_for_zone.__func__ is not Connector.validate_for_zone.__func__  # type: ignore[attr-defined]
 
 
 def _check_workload(catalog: Catalog, name: str, workload: WorkloadConfig) -> list[Finding]:
