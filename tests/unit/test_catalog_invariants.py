@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from breakglass.bootstrap import bootstrap
+from breakglass.catalog import structure
 from breakglass.catalog.loader import analyse_catalog, parse_catalog
 from breakglass.catalog.rules import RULES
 from breakglass.cli.lint import lint_catalog
 from breakglass.domain.errors import CatalogError
 from breakglass.settings import Settings
+from tests.fakes import MemoryConnector
 
 CLEAN = Path(__file__).parent.parent / "fixtures" / "lint" / "clean.yaml"
 C_BLOCK = "    approvals: 2\n    approvers_outside_team: true\n    extension_approvals: 2"
@@ -209,8 +212,7 @@ def test_every_rule_reported_is_registered_with_its_level():
 
 def test_the_ttl_ceiling_is_a_parameter():
     text = CLEAN.read_text()
-    rules = {f.rule for f in analyse_catalog(text, {}, ttl_ceiling=__import__(
-        "datetime").timedelta(minutes=45)).findings}
+    rules = {f.rule for f in analyse_catalog(text, {}, ttl_ceiling=timedelta(minutes=45)).findings}
     assert "zone.ttl_ceiling" in rules
 
 
@@ -221,9 +223,6 @@ def test_every_rule_is_documented_with_an_example():
 
 def test_a_connector_that_never_says_what_read_only_means_gets_no_zone_a_roles(monkeypatch):
     """Fail safe: a third-party connector without ``validate_for_zone`` claims nothing."""
-    from breakglass.catalog import structure
-    from tests.fakes import MemoryConnector
-
     class Silent(MemoryConnector):
         pass
 
