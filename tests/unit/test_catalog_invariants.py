@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from breakglass.bootstrap import bootstrap
 from breakglass.catalog import structure
@@ -240,3 +241,16 @@ def test_a_connector_that_never_says_what_read_only_means_gets_no_zone_a_roles(m
         assert bool(found) is refused, found
         if refused:
             assert found[0].path == ("roles", "cloud-read", "zone")
+
+
+def test_serve_starts_on_warnings_and_logs_each_one(tmp_path):
+    case = CASES["zone C 30 minutes (warning)"]
+    path, _ = bad_catalog(case, tmp_path)
+    settings = Settings(catalog=path, db_url=f"sqlite:///{tmp_path / 'state' / 'b.db'}",
+                        dev=True, state_dir=tmp_path / "state", anchor_in_state_dir=True)
+    with capture_logs() as logs:
+        container = bootstrap(settings)
+    container.engine.dispose()
+    warned = [e for e in logs if e["event"] == "catalog warning"]
+    assert [(e["rule"], e["path"]) for e in warned] == [("zone.c.max_ttl_long",
+                                                         "zones.C.max_ttl")]
