@@ -15,14 +15,16 @@ from fnmatch import fnmatchcase
 READ_VERBS = ("Get", "List", "Describe", "BatchGet", "Head", "Lookup")
 MINTS_CREDENTIALS = (
     "ecr:GetAuthorizationToken", "ecr-public:GetAuthorizationToken",
-    "codeartifact:GetAuthorizationToken", "redshift:GetClusterCredentials",
-    "redshift:GetClusterCredentialsWithIAM", "redshift-serverless:GetCredentials",
-    "cognito-identity:GetCredentialsForIdentity", "cognito-identity:GetOpenIdToken",
-    "cognito-identity:GetOpenIdTokenForDeveloperIdentity", "sso:GetRoleCredentials",
-    "rds-db:connect", "eks:GetToken", "secretsmanager:GetSecretValue",
-    "ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath",
-    "kms:GetParametersForImport", "lambda:GetFunctionUrlConfig",
+    "codeartifact:GetAuthorizationToken", "redshift:GetClusterCredentials*",
+    "redshift-serverless:GetCredentials", "cognito-identity:GetCredentialsForIdentity",
+    "cognito-identity:GetOpenIdToken*", "sso:GetRoleCredentials", "rds-db:connect",
+    "eks:GetToken", "secretsmanager:GetSecretValue", "secretsmanager:BatchGetSecretValue",
+    "ssm:GetParameter*",
+    "kms:GetParametersForImport", "ec2:GetPasswordData", "lambda:GetFunction*",
+    "ec2-instance-connect:*", "ssm:StartSession", "iam:GetCredentialReport",
 )
+"""Patterns (IAM wildcards): ``Get``/``BatchGet`` verbs that hand out credentials, secrets
+or code, and so are never zone A."""
 
 
 def read_only_errors(actions: Iterable[object]) -> list[str]:
@@ -31,11 +33,13 @@ def read_only_errors(actions: Iterable[object]) -> list[str]:
     for action in actions:
         text = str(action)
         service, _, verb = text.partition(":")
-        minted = [m for m in MINTS_CREDENTIALS if fnmatchcase(m.lower(), text.lower())]
+        lowered = text.lower()
+        minted = [m for m in MINTS_CREDENTIALS  # the action covers m, or m covers the action
+                  if fnmatchcase(m.lower(), lowered) or fnmatchcase(lowered, m.lower())]
         if service.lower() == "sts" or minted:
             errors.append(f"{text!r} can mint credentials or read secrets "
                           f"({', '.join(minted) or 'sts'}): never read-only")
-        elif not verb.startswith(READ_VERBS):
+        elif not verb.startswith(READ_VERBS):  # case-sensitive: `s3:getobject` fails safe
             errors.append(f"{text!r} is not a read action (read-only is "
                           f"{'*/'.join(READ_VERBS)}*)")
     return errors
