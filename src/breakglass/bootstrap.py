@@ -312,7 +312,10 @@ def bootstrap(settings: Settings, *, clock: Clock | None = None, migrate: bool =
     if (refusal := anchor_placement_refusal(settings)) is not None:
         raise refusal
     crashpoints.arm(settings.crash_at)
-    loaded = load_catalog(settings.catalog)
+    loaded = load_catalog(settings.catalog)  # refuses any error-level invariant, naming each
+    for finding in loaded.warnings:
+        log.warning("catalog warning", rule=finding.rule, path=finding.where,
+                    message=finding.message, hint=finding.hint)
     if settings.db_url.startswith("sqlite:///"):
         Path(settings.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.db_url)

@@ -362,7 +362,7 @@ def demo(port: Annotated[int, typer.Option("--port")] = 8080) -> None:
 
 @app.command()
 def lint(catalog: Path, fmt: Annotated[str, typer.Option("--format")] = "text") -> None:
-    """Validate a catalog file (text or SARIF output)."""
+    """Check a catalog file: schema and policy invariants (text, json or sarif)."""
     from breakglass.cli.lint import lint_catalog
 
     raise typer.Exit(lint_catalog(catalog, fmt))

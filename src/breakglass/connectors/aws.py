@@ -51,6 +51,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from breakglass.connectors.aws_read import read_only_errors
 from breakglass.connectors.base import (
     MARKER_PREFIX,
     Connector,
@@ -269,6 +270,14 @@ class AwsStsConnector(Connector):
             except TargetError as exc:
                 errors.append(exc.message)
         return errors
+
+    @classmethod
+    def validate_for_zone(cls, grant: Mapping[str, Any], zone: str) -> list[str]:
+        """Zone A is read-only: read verbs only, nothing that mints credentials
+        (:mod:`breakglass.connectors.aws_read`). Zones B and C: the grant rules above."""
+        if zone != "A":
+            return []
+        return read_only_errors(grant.get("actions") or [])
 
     def __init__(self, name: str, config: Mapping[str, Any], *, ownership: Ownership) -> None:
         super().__init__(name, config, ownership=ownership)

@@ -131,6 +131,20 @@ class SshCertificateConnector(Connector):
             errors.append("force_command: a printable one-line command, or null")
         return errors + _source_address_errors(grant.get("source_address"))
 
+    @classmethod
+    def validate_for_zone(cls, grant: Mapping[str, Any], zone: str) -> list[str]:
+        """Zone A is read-only diagnostics: a certificate there carries a ``force_command``
+        (the one diagnostic the role runs) and no pty, so no interactive shell."""
+        if zone != "A":
+            return []
+        errors = []
+        if not grant.get("force_command"):
+            errors.append("force_command: required (zone A runs one diagnostic command, "
+                          "never a shell)")
+        if grant.get("pty", False):
+            errors.append("pty: must be false (zone A has no interactive shell)")
+        return errors
+
     def grant(self, spec: GrantSpec) -> IssuedCredential:
         problems = self.validate_grant(spec.grant)
         if problems:

@@ -61,9 +61,13 @@ class CatalogError(BreakglassError):
 
     rule = "catalog"
 
-    def __init__(self, source: str, errors: list[str]) -> None:
+    def __init__(self, source: str, errors: list[str], rules: list[str] | None = None) -> None:
         self.errors = errors
-        super().__init__(f"{source}: invalid catalog\n" + "\n".join(f"  {e}" for e in errors))
+        self.rules = rules or []
+        """The rule ID of each error line, where the check names one (``zone.c.approvals``)."""
+        tagged = [f"{e} [{r}]" for e, r in zip(errors, self.rules, strict=True)] if rules \
+            else errors
+        super().__init__(f"{source}: invalid catalog\n" + "\n".join(f"  {e}" for e in tagged))
 
 
 class TargetError(BreakglassError):

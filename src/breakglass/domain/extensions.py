@@ -39,6 +39,7 @@ from breakglass.domain.policy import (
     Allowed,
     Decision,
     Denied,
+    approvals_needed,
     check_approval,
     check_deadline,
     check_identity,
@@ -97,7 +98,7 @@ def extension_approvals_required(zone_policy: ZonePolicy) -> int:
     """Fresh approvals an extension in this zone needs."""
     if zone_policy.extension_approvals is not None:
         return zone_policy.extension_approvals
-    return zone_policy.approvals
+    return approvals_needed(zone_policy)
 
 
 def max_total_for(zone_policy: ZonePolicy) -> timedelta:

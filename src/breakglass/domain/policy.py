@@ -204,8 +204,18 @@ def max_ttl_for(zone_policy: ZonePolicy, roles: tuple[RoleDef, ...]) -> timedelt
     return min(limits)
 
 
+def approvals_needed(zone_policy: ZonePolicy) -> int:
+    """Approvals a request in this zone waits for.
+
+    ``approvals: 0`` means "none" only where the zone allows self-approval; without
+    it, a zero would activate every request unseen, so the request waits for one."""
+    if zone_policy.approvals == 0 and not zone_policy.self_approval:
+        return 1
+    return zone_policy.approvals
+
+
 def required_approvals(policy: Policy, request: AccessRequest) -> int:
-    return policy.zones[request.zone].approvals
+    return approvals_needed(policy.zones[request.zone])
 
 
 def check_deadline(request: AccessRequest, now: datetime) -> Decision:
@@ -249,7 +259,7 @@ def check_approval(
     if request.approved_by(approver):
         return Denied("approval.duplicate", f"{approver.name} has already approved")
     eligible = policy.approvers.get(request.zone, ())
-    if zone_policy.approvals > 0 and eligible and not policy.selects(approver, eligible):
+    if approvals_needed(zone_policy) > 0 and eligible and not policy.selects(approver, eligible):
         return Denied(
             "approval.not_approver",
             f"{approver.name} is not an approver for zone {request.zone} "

@@ -14,6 +14,7 @@ from breakglass.catalog.schema import Catalog
 from breakglass.domain.durations import format_duration
 from breakglass.domain.events import EventTag
 from breakglass.domain.model import AccessRequest, Policy
+from breakglass.domain.policy import approvals_needed
 from breakglass.notify.outbox import Message, seen
 from breakglass.notify.people import eligible_approvers
 from breakglass.storage.events import Appended
@@ -59,7 +60,7 @@ def approver_notices(a: Appended, policy: Policy, catalog: Catalog) -> list[Mess
     req = RequestRepository(a.connection, locking=False).get(event.request_id)
     if event.action == EventTag.EXTENSION_REQUESTED or event.action in _EXTENSION:
         return extension_notices(a, req, policy, catalog)
-    required = policy.zones[req.zone].approvals
+    required = approvals_needed(policy.zones[req.zone])
     if req.runbook is not None or required == 0:
         return []  # nobody was asked, so nobody needs a follow-up
     eligible = eligible_approvers(policy, catalog, req, event.ts)

@@ -185,7 +185,7 @@ class Broker:
             workload=wl.name if wl else None,
         )
         zone_policy = self.policy.zones[plan.zone]
-        auto = runbook is not None or zone_policy.approvals == 0
+        auto = runbook is not None or rules.approvals_needed(zone_policy) == 0
         with self._uow() as uow:
             uow.requests.add(req)
             self._event(uow, req, principal, EventTag.REQUEST_CREATED, payload={
