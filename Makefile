@@ -33,12 +33,14 @@ test: install check
 unit: install
 	$(BIN)/pytest -q -m unit
 
-# A longer schema-fuzzing budget than make test's (BG_FUZZ_EXAMPLES per operation).
+# Longer budgets than make test's: schema fuzzing (BG_FUZZ_EXAMPLES per operation) and the
+# lifecycle model (BG_FSM_EXAMPLES runs of BG_FSM_STEPS steps, on SQLite and PostgreSQL).
 fuzz: install
 	$(SERVICES) start
 	@set -a; eval "$$($(SERVICES) env)"; set +a; \
-	BG_FUZZ_EXAMPLES=$${BG_FUZZ_EXAMPLES:-300} $(BIN)/pytest -q -p no:cacheprovider \
-		tests/e2e/test_api_fuzz.py
+	BG_FUZZ_EXAMPLES=$${BG_FUZZ_EXAMPLES:-300} BG_FSM_EXAMPLES=$${BG_FSM_EXAMPLES:-300} \
+	BG_FSM_STEPS=$${BG_FSM_STEPS:-60} $(BIN)/pytest -q -p no:cacheprovider \
+		tests/e2e/test_api_fuzz.py tests/integration/test_lifecycle_model.py
 
 bench: install
 	$(SERVICES) start

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TypeVar
 
 import structlog
 
@@ -20,6 +22,7 @@ from breakglass.service.broker import Broker
 from breakglass.service.ports import Clock
 
 log = structlog.get_logger("breakglass.expiry")
+T = TypeVar("T")
 
 
 class ExpiryLoop:
@@ -54,27 +57,36 @@ class ExpiryLoop:
         next_recover = time.monotonic()
         while not self._stop.is_set():
             self._wake.clear()
-            deadline = None
-            try:
-                if time.monotonic() >= next_recover:
-                    self._broker.recover(self._recover_grace)
-                    next_recover = time.monotonic() + self._recover_interval
-                self._broker.expire_due()
-                self._broker.extensions.tick()  # approved extensions, expiry warnings
-                if time.monotonic() >= next_drift:
-                    report = drift.sweep(self._broker.uow_factory, self._broker.connectors,
-                                         self._clock, self._drift_memory)
-                    if report.orphans_revoked or report.missing or report.findings:
-                        log.warning("drift", orphans=report.orphans_revoked,
-                                    missing=report.missing, findings=report.findings)
-                    next_drift = time.monotonic() + self._drift_interval
-                deadline = self._broker.next_deadline()
-            except BreakglassError as exc:
-                log.warning("expiry pass failed", error=str(exc), rule=exc.rule)
-            except Exception:
-                log.exception("expiry pass crashed")
+            # Each phase on its own: a failure in one (a target down while an interrupted
+            # activation is rolled back) never holds up the expiry of everything else.
+            if time.monotonic() >= next_recover:
+                self._phase("recovery", lambda: self._broker.recover(self._recover_grace))
+                next_recover = time.monotonic() + self._recover_interval
+            self._phase("expiry", self._broker.expire_due)
+            self._phase("extensions", self._broker.extensions.tick)  # approved ones, warnings
+            if time.monotonic() >= next_drift:
+                self._phase("drift", self._sweep_drift)
+                next_drift = time.monotonic() + self._drift_interval
+            deadline = self._phase("deadline", self._broker.next_deadline)
             wait = self._max_sleep
             if deadline is not None:
                 wait = max(0.0, min(wait, (deadline - self._clock.now()).total_seconds()))
             if wait > 0:
                 self._wake.wait(wait)
+
+    def _sweep_drift(self) -> None:
+        report = drift.sweep(self._broker.uow_factory, self._broker.connectors,
+                             self._clock, self._drift_memory)
+        if report.orphans_revoked or report.missing or report.findings:
+            log.warning("drift", orphans=report.orphans_revoked,
+                        missing=report.missing, findings=report.findings)
+
+    @staticmethod
+    def _phase(name: str, step: Callable[[], T]) -> T | None:
+        try:
+            return step()
+        except BreakglassError as exc:
+            log.warning("pass failed", phase=name, error=str(exc), rule=exc.rule)
+        except Exception:
+            log.exception("pass crashed", phase=name)
+        return None

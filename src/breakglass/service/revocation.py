@@ -208,30 +208,39 @@ class Revoker:
             self.end_access(request_id, RequestState.EXPIRED, "broker", "expired")
 
     def recover(self, older_than: timedelta = timedelta(seconds=60)) -> int:
-        """Roll back activations that never finished (a crash between target and store)."""
+        """Roll back activations that never finished (a crash between target and store).
+
+        A target that is down leaves its activation to the next pass: the others are
+        rolled back meanwhile, and the caller's expiry work is not held up by it."""
         now = self._clock.now()
         with self._uow() as uow:
             stuck = uow.requests.in_state(RequestState.ACTIVATING)
         rolled_back = 0
         for request_id in stuck:
-            with self._uow() as uow:
-                req = uow.requests.get(request_id, for_update=True)
-                started = req.activated_at or req.created_at
-                if req.state is not RequestState.ACTIVATING or now - started < older_than:
-                    continue
-                for i, role_name in enumerate(req.roles):
-                    connector = self.connector(self._policy.roles[role_name].target)
-                    planned = connector.planned_ref(f"{req.id}-g{i}")
-                    if planned is not None:  # revoke is idempotent: absent is fine
-                        connector.revoke(planned)
-                req.transition(RequestState.FAILED)
-                req.ended_at = now
-                req.end_reason = "activation interrupted; rolled back"
-                uow.requests.save(req)
-                record(uow, now, req, "broker", EventTag.REQUEST_ACTIVATION_FAILED,
-                       outcome="error", reason=req.end_reason)
-                rolled_back += 1
+            try:
+                rolled_back += self._roll_back(request_id, now, older_than)
+            except (TargetError, Conflict):  # a target down, or no longer configured
+                continue  # still activating: retried at the next pass, the target's expiry holds
         return rolled_back
+
+    def _roll_back(self, request_id: str, now: datetime, older_than: timedelta) -> bool:
+        with self._uow() as uow:
+            req = uow.requests.get(request_id, for_update=True)
+            started = req.activated_at or req.created_at
+            if req.state is not RequestState.ACTIVATING or now - started < older_than:
+                return False
+            for i, role_name in enumerate(req.roles):
+                connector = self.connector(self._policy.roles[role_name].target)
+                planned = connector.planned_ref(f"{req.id}-g{i}")
+                if planned is not None:  # revoke is idempotent: absent is fine
+                    connector.revoke(planned)
+            req.transition(RequestState.FAILED)
+            req.ended_at = now
+            req.end_reason = "activation interrupted; rolled back"
+            uow.requests.save(req)
+            record(uow, now, req, "broker", EventTag.REQUEST_ACTIVATION_FAILED,
+                   outcome="error", reason=req.end_reason)
+        return True
 
     def close_incident(self, incident: str, actor: Actor) -> list[str]:
         """Revoke every active request of an incident, both tracks, at once."""
