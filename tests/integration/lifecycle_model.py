@@ -127,6 +127,7 @@ class LifecycleModel(RuleBasedStateMachine):
         self.extensions: list[tuple[str, str]] = []
         self.picked: set[str] = set()
         self.states: dict[str, RequestState] = {}
+        self.zones: dict[str, str] = {}
         self.last_tick: tuple[datetime, bool] | None = None  # when, and was the target up
         self.settled = True  # no crash since the last pass of the loop with the target up
         self.people = inv.Directory(
@@ -198,9 +199,11 @@ class LifecycleModel(RuleBasedStateMachine):
         with UnitOfWork(self.engine) as uow:
             return len(uow.events_since(0))
 
-    def pick(self, which: tuple[bool, int], state: RequestState = RequestState.ACTIVE) -> str:
+    def pick(self, which: tuple[bool, int], state: RequestState = RequestState.ACTIVE,
+             zones: tuple[str, ...] = ("A", "B", "C")) -> str:
         among_all, i = which
-        found = [r for r in self.requests if self.states.get(r) is state]
+        found = [r for r in self.requests if self.states.get(r) is state
+                 and self.zones.get(r) in zones]
         if among_all or not found:
             found = self.requests
         return found[i % len(found)]
@@ -272,7 +275,7 @@ class LifecycleModel(RuleBasedStateMachine):
           ttl=st.sampled_from([timedelta(minutes=1), timedelta(minutes=10),
                                timedelta(minutes=30)]))
     def extend(self, which: tuple[bool, int], who: str, ttl: timedelta) -> None:
-        rid = self.pick(which)
+        rid = self.pick(which, zones=("C", "B"))  # zone A extends at once, with no decision
         views = []
         self.act(lambda: views.append(self.broker.extensions.request_extension(
             self.person(who, rid), rid, ttl, "still broken")), "extend")
@@ -364,6 +367,7 @@ class LifecycleModel(RuleBasedStateMachine):
             inv.check_after_tick(snap, self.clock.now(), target_up=self.last_tick[1])
         self.target_matches_store(snap)
         self.states = {rid: r.state for rid, r in snap.requests.items()}
+        self.zones = {rid: r.zone.value for rid, r in snap.requests.items()}
 
     def target_matches_store(self, snap: inv.Snapshot) -> None:
         """The target holds nothing the store cannot account for, and everything the store
