@@ -29,7 +29,8 @@ from sqlalchemy import Engine
 from breakglass.catalog.loader import LoadedCatalog
 from breakglass.connectors import GrantSpec, IssuedCredential
 from breakglass.domain.errors import BreakglassError, PolicyRefused, TargetError
-from breakglass.domain.model import Principal, RequestState
+from breakglass.domain.extensions import ExtensionState
+from breakglass.domain.model import GrantState, Principal, RequestState
 from breakglass.service.broker import Broker
 from breakglass.service.ports import SecretBox
 from breakglass.storage.uow import UnitOfWork
@@ -69,6 +70,11 @@ PICKS = st.tuples(st.booleans(), st.integers(0, 99))
 """Which request: (among all, not only those in the state the command is for?, which)."""
 TTLS = st.sampled_from([None, timedelta(seconds=30), timedelta(minutes=5),
                         timedelta(minutes=12)])
+
+
+LATE = frozenset({"request:pending:expired", "request:revocation:started",
+                  "grant:credential:expired", "grant:revocation:failed", "request:ended"})
+"""What a refusal for lateness records: the expiry the background loop would record."""
 
 
 class Crash(BaseException):
@@ -121,6 +127,7 @@ class LifecycleModel(RuleBasedStateMachine):
         self.extensions: list[tuple[str, str]] = []
         self.picked: set[str] = set()
         self.states: dict[str, RequestState] = {}
+        self.zones: dict[str, str] = {}
         self.last_tick: tuple[datetime, bool] | None = None  # when, and was the target up
         self.settled = True  # no crash since the last pass of the loop with the target up
         self.people = inv.Directory(
@@ -173,6 +180,17 @@ class LifecycleModel(RuleBasedStateMachine):
         else:
             assert [e.rule for e in refusals] == [outcome.refused.rule], (
                 f"refused {outcome.refused.rule}; recorded {[e.rule for e in refusals]}")
+            # A refusal changes nothing; but one on a request whose time is up records the
+            # expiry the loop would (deliberate: Broker._refuse enforces the deadline, so the
+            # state agrees with the refusal at once, whatever the refusal's rule).
+            changed = [e for e in new if e.outcome != "denied"]
+            assert {e.action for e in changed} <= LATE, (
+                f"refused {outcome.refused.rule}, yet {[e.action for e in changed]}")
+            for rid in {e.request_id for e in changed if e.request_id}:
+                req = self.broker.view(rid).request
+                assert req.expires_at is not None or req.pending_until <= self.clock.now()
+                assert req.expires_at is None or req.expires_at <= self.clock.now(), (
+                    f"refused {outcome.refused.rule}, and {rid} ended before its time")
         rule_ = outcome.refused.rule if outcome.refused else "failed" if outcome.failed else "ok"
         EXPLORED[f"{label}: {rule_}"] += 1  # what the run reached (printed with -s)
         return outcome
@@ -181,9 +199,11 @@ class LifecycleModel(RuleBasedStateMachine):
         with UnitOfWork(self.engine) as uow:
             return len(uow.events_since(0))
 
-    def pick(self, which: tuple[bool, int], state: RequestState = RequestState.ACTIVE) -> str:
+    def pick(self, which: tuple[bool, int], state: RequestState = RequestState.ACTIVE,
+             zones: tuple[str, ...] = ("A", "B", "C")) -> str:
         among_all, i = which
-        found = [r for r in self.requests if self.states.get(r) is state]
+        found = [r for r in self.requests if self.states.get(r) is state
+                 and self.zones.get(r) in zones]
         if among_all or not found:
             found = self.requests
         return found[i % len(found)]
@@ -255,7 +275,7 @@ class LifecycleModel(RuleBasedStateMachine):
           ttl=st.sampled_from([timedelta(minutes=1), timedelta(minutes=10),
                                timedelta(minutes=30)]))
     def extend(self, which: tuple[bool, int], who: str, ttl: timedelta) -> None:
-        rid = self.pick(which)
+        rid = self.pick(which, zones=("C", "B"))  # zone A extends at once, with no decision
         views = []
         self.act(lambda: views.append(self.broker.extensions.request_extension(
             self.person(who, rid), rid, ttl, "still broken")), "extend")
@@ -263,9 +283,13 @@ class LifecycleModel(RuleBasedStateMachine):
             self.extensions.append((rid, views[0].extension.id))
 
     @precondition(lambda self: self.extensions)
-    @rule(i=st.integers(0, 99), who=ACTORS, deny=st.booleans())
-    def decide_extension(self, i: int, who: str, deny: bool) -> None:
-        rid, xid = self.extensions[i % len(self.extensions)]
+    @rule(which=PICKS, who=ACTORS, deny=st.booleans())
+    def decide_extension(self, which: tuple[bool, int], who: str, deny: bool) -> None:
+        among_all, i = which
+        found = [(r, x) for r, x in self.extensions
+                 if self.broker.extensions.view(r, x).extension.state is ExtensionState.PENDING]
+        rid, xid = (self.extensions if among_all or not found else found)[i % len(
+            found if found and not among_all else self.extensions)]
         ext = self.broker.extensions
         if deny:
             self.act(lambda: ext.deny(self.person(who, rid), rid, xid, "no"), "deny extension")
@@ -341,8 +365,22 @@ class LifecycleModel(RuleBasedStateMachine):
         inv.check_expiry(snap)
         if self.last_tick is not None and self.last_tick[0] == self.clock.now():
             inv.check_after_tick(snap, self.clock.now(), target_up=self.last_tick[1])
-        if self.settled:
-            assert set(self.target.live) == snap.in_force(), (
-                f"the target holds {sorted(self.target.live)}, the store "
-                f"{sorted(snap.in_force())}")
+        self.target_matches_store(snap)
         self.states = {rid: r.state for rid, r in snap.requests.items()}
+        self.zones = {rid: r.zone.value for rid, r in snap.requests.items()}
+
+    def target_matches_store(self, snap: inv.Snapshot) -> None:
+        """The target holds nothing the store cannot account for, and everything the store
+        says works; after recovery, exactly what the store has in force (a revocation
+        waiting for its retry may already be done on the target)."""
+        live = set(self.target.live)
+        intents = {self.target.planned_ref(f"{rid}-g{i}") for rid, r in snap.requests.items()
+                   if r.state is RequestState.ACTIVATING for i in range(len(r.roles))}
+        assert live <= snap.in_force() | intents, (
+            f"the target holds {sorted(live - snap.in_force())}, unknown to the store")
+        working = {g.target_ref for rid, gs in snap.grants.items() for g in gs
+                   if snap.requests[rid].state is RequestState.ACTIVE
+                   and g.state is GrantState.ACTIVE}
+        assert working <= live, f"the store says {sorted(working - live)} work; they do not"
+        if self.settled:
+            assert not intents, f"activations left unfinished after recovery: {intents}"
