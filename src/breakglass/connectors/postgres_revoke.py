@@ -62,7 +62,20 @@ def end_sessions(conn: psycopg.Connection[Any], role: str) -> None:
 
 
 def remove_role(conn: psycopg.Connection[Any], admin_dsn: str, role: str, database: str) -> None:
-    """Cut ``role``'s access, clear what it holds in every database, drop it."""
+    """Cut ``role``'s access, clear what it holds in every database, drop it.
+
+    Revocations of one role take turns (a session advisory lock on its name): two
+    ``ALTER ROLE`` or ``DROP ROLE`` of one role at once fail with "tuple concurrently
+    updated"; the one that waits finds the role gone and has nothing to do."""
+    key = f"breakglass-role:{role}"
+    conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+    try:
+        _remove_role(conn, admin_dsn, role, database)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+
+def _remove_role(conn: psycopg.Connection[Any], admin_dsn: str, role: str, database: str) -> None:
     ident = sql.Identifier(role)
     try:
         conn.execute(sql.SQL(
@@ -91,6 +104,12 @@ def remove_role(conn: psycopg.Connection[Any], admin_dsn: str, role: str, databa
             conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
                 sql.Identifier(database), ident))
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
+    except UndefinedObject:  # a concurrent revocation dropped it between the steps
+        return
+    except psycopg.errors.InternalError_:  # "tuple concurrently deleted": two DROP ROLEs
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+            raise
+        return
     except DependentObjectsStillExist as exc:
         raise TargetError(
             f"role {role}: access cut (NOLOGIN, expired, sessions ended) but it cannot be "
